@@ -1,0 +1,76 @@
+"""Data: datasets as uint8 tensors, splits, normalization, on-device augmentation and loaders."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from trainlab.config import instantiate
+from trainlab.data.augment import Pipeline
+from trainlab.data.datasets import ImageDataset, load_dataset
+from trainlab.data.loader import DeviceLoader
+from trainlab.data.normalize import Normalize, channel_stats
+from trainlab.data.splits import stratified_split, val_count
+from trainlab.errors import ConfigError
+
+
+@dataclass
+class DataBundle:
+    """Everything the trainer needs from the data: loaders plus what describes them."""
+
+    train: DeviceLoader
+    val: DeviceLoader
+    test: DeviceLoader
+    normalize: Normalize
+    augment: Pipeline
+    input_shape: tuple[int, int, int]
+    classes: list[str]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+
+def split_train_val(dataset: ImageDataset, val_size, train_size, seed: int):
+    """(train images, train labels, val images, val labels): val held out first, then the first N for training.
+
+    Holding out the validation split before `train_size` is applied keeps it the same whatever
+    train_size is, so runs on different amounts of data are scored on the same examples.
+    """
+    count = val_count(val_size, dataset.train_labels.numel())
+    train_idx, val_idx = stratified_split(dataset.train_labels, count, seed)
+    if train_size is not None:
+        train_idx = train_idx[:train_size]
+    return (dataset.train_images[train_idx], dataset.train_labels[train_idx],
+            dataset.train_images[val_idx], dataset.train_labels[val_idx])
+
+
+def build_augmentation(ops_cfg) -> Pipeline:
+    return Pipeline([instantiate(op, f"augmentation.ops.{name}") for name, op in (ops_cfg or {}).items()])
+
+
+def build_data(cfg, device: torch.device, seed: int, channels_last: bool = False) -> DataBundle:
+    """Load the dataset named in cfg.dataset, split it, move it to `device` and wrap it in loaders."""
+    dataset = load_dataset(cfg.dataset)
+    train_x, train_y, val_x, val_y = split_train_val(dataset, cfg.dataset.val_size, cfg.dataset.train_size, seed)
+    if val_y.numel() == 0:
+        raise ConfigError("dataset.val_size=0: best.pt is chosen on the validation split; hold out at least one example")
+    normalize = Normalize(*channel_stats(train_x)).to(device)
+    augment = build_augmentation(cfg.augmentation.get("ops"))
+    on_device = [t.to(device, non_blocking=True) for t in (train_x, train_y, val_x, val_y,
+                                                            dataset.test_images, dataset.test_labels)]
+    train_x, train_y, val_x, val_y, test_x, test_y = on_device
+    common = dict(normalize=normalize, channels_last=channels_last)
+    trainer = cfg.trainer
+    return DataBundle(
+        train=DeviceLoader(train_x, train_y, trainer.batch_size, augment=augment if len(augment) else None,
+                           shuffle=True, drop_last=trainer.drop_last, seed=seed + 1, **common),
+        val=DeviceLoader(val_x, val_y, trainer.eval_batch_size, **common),
+        test=DeviceLoader(test_x, test_y, trainer.eval_batch_size, **common),
+        normalize=normalize,
+        augment=augment,
+        input_shape=dataset.input_shape,
+        classes=dataset.classes,
+    )
+

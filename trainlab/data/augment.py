@@ -1,0 +1,92 @@
+"""Batched augmentation on the device, with per-sample randomness.
+
+torchvision's v2 transforms, applied to a batch tensor, draw *one* random parameter for the whole
+batch (every image flipped, or none); the classic recipes want each image to draw its own. So these
+ops take a whole uint8 batch [N, C, H, W] and a torch.Generator and draw N sets of parameters at once.
+They run before normalization, on uint8, so zero padding is black exactly as in the PIL recipes.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from trainlab.errors import ConfigError
+
+
+def _check_probability(name: str, p: float) -> None:
+    if not 0.0 <= p <= 1.0:
+        raise ConfigError(f"augmentation.ops.{name}.p={p}: a probability must be in [0, 1]")
+
+
+def _coin(n: int, p: float, generator: torch.Generator, device: torch.device) -> torch.Tensor:
+    """A boolean per sample, True with probability p, shaped to broadcast over [N, C, H, W]."""
+    return (torch.rand(n, generator=generator, device=device) < p).view(n, 1, 1, 1)
+
+
+class HorizontalFlip:
+    """Mirror each image left-right with probability `p`."""
+
+    def __init__(self, p: float = 0.5):
+        _check_probability("flip", p)
+        self.p = p
+
+    def __call__(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        flip = _coin(images.shape[0], self.p, generator, images.device)
+        return torch.where(flip, images.flip(-1), images)
+
+    def __repr__(self) -> str:
+        return f"HorizontalFlip(p={self.p})"
+
+
+class RandomCrop:
+    """Pad each image by `padding` pixels, then cut an H x W window at a random offset per image."""
+
+    def __init__(self, padding: int = 4, padding_mode: str = "zeros"):
+        if padding < 0:
+            raise ConfigError(f"augmentation.ops.crop.padding={padding}: must be >= 0")
+        if padding_mode not in ("zeros", "reflect"):
+            raise ConfigError(f"augmentation.ops.crop.padding_mode={padding_mode!r}: must be zeros or reflect")
+        self.padding = padding
+        self.padding_mode = padding_mode
+
+    def __call__(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        if self.padding == 0:
+            return images
+        n, _, h, w = images.shape
+        p = self.padding
+        if self.padding_mode == "reflect":
+            if p >= min(h, w):
+                raise ConfigError(f"augmentation.ops.crop.padding={p}: reflect padding must be < image size {min(h, w)}")
+            # reflect padding is not implemented for integer tensors; the values stay exact in float
+            padded = F.pad(images.float(), (p, p, p, p), mode="reflect").to(images.dtype)
+        else:
+            padded = F.pad(images, (p, p, p, p))
+        offsets = torch.randint(0, 2 * p + 1, (2, n), generator=generator, device=images.device)
+        rows = offsets[0, :, None] + torch.arange(h, device=images.device)  # [N, H]
+        cols = offsets[1, :, None] + torch.arange(w, device=images.device)  # [N, W]
+        batch = torch.arange(n, device=images.device)[:, None, None]
+        # advanced indexing around the channel slice gives [N, H, W, C]; back to [N, C, H, W]
+        crops = padded[batch, :, rows[:, :, None], cols[:, None, :]]
+        return crops.permute(0, 3, 1, 2).contiguous()
+
+    def __repr__(self) -> str:
+        return f"RandomCrop(padding={self.padding}, padding_mode={self.padding_mode!r})"
+
+
+class Pipeline:
+    """Ops applied in order; each is called as op(images, generator)."""
+
+    def __init__(self, ops: list):
+        self.ops = list(ops)
+
+    def __call__(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        for op in self.ops:
+            images = op(images, generator)
+        return images
+
+    def __len__(self) -> int:
+        return len(self.ops)
+
+    def __repr__(self) -> str:
+        return "Pipeline(" + ", ".join(repr(op) for op in self.ops) + ")"

@@ -1,0 +1,1 @@
+"""What a person watches: the rich console and TensorBoard."""

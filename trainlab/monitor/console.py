@@ -1,0 +1,96 @@
+"""The console: a rich progress bar per epoch, one line per epoch, a closing table."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Iterator, Optional
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+
+def format_metric(name: str, value: Optional[float]) -> str:
+    if value is None:
+        return "-"
+    return f"{100 * value:.2f}%" if name.endswith("acc") else f"{value:.4f}"
+
+
+class EpochBar:
+    """The handle the trainer moves: advance() every step (no host sync), loss() at log intervals."""
+
+    def __init__(self, progress: Optional[Progress], task: Optional[int]):
+        self._progress = progress
+        self._task = task
+
+    def advance(self) -> None:
+        if self._progress is not None:
+            self._progress.advance(self._task)
+
+    def loss(self, value: float) -> None:
+        if self._progress is not None:
+            self._progress.update(self._task, loss=f"{value:.4f}")
+
+
+class ConsoleReporter:
+    def __init__(self, progress: bool = True, console: Optional[Console] = None):
+        self.console = console or Console()
+        # live bars only on a terminal: in logs and pipes they would be noise
+        self.show_progress = progress and self.console.is_terminal
+        self._progress: Optional[Progress] = None
+
+    @contextlib.contextmanager
+    def fitting(self) -> Iterator[None]:
+        """The span of training, during which one transient progress bar per epoch is shown."""
+        if not self.show_progress:
+            yield
+            return
+        self._progress = Progress(
+            TextColumn("[bold]epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("loss {task.fields[loss]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+            console=self.console, transient=True,
+        )
+        with self._progress:
+            yield
+        self._progress = None
+
+    @contextlib.contextmanager
+    def epoch(self, epoch: int, epochs: int, steps: int) -> Iterator[EpochBar]:
+        if self._progress is None:
+            yield EpochBar(None, None)
+            return
+        task = self._progress.add_task("train", total=steps, epoch=f"{epoch}/{epochs}", loss="-")
+        try:
+            yield EpochBar(self._progress, task)
+        finally:
+            self._progress.remove_task(task)
+
+    def epoch_line(self, epoch: int, epochs: int, metrics: dict[str, float], lr: float, seconds: float,
+                   is_best: bool) -> None:
+        width = len(str(epochs))
+        parts = [f"epoch {epoch:>{width}}/{epochs}"]
+        for split in ("train", "val"):
+            parts.append(f"{split} loss {format_metric('loss', metrics[f'{split}/loss'])} "
+                         f"acc {format_metric('acc', metrics[f'{split}/acc'])}")
+        parts += [f"lr {lr:.3g}", f"{seconds:.1f}s"]
+        self.console.print("  ".join(parts) + ("  [green]* best[/green]" if is_best else ""),
+                           highlight=False, soft_wrap=True)
+
+    def info(self, message: str) -> None:
+        self.console.print(message, highlight=False, soft_wrap=True)
+
+    def closing_table(self, summary: dict) -> None:
+        best = summary["best"]
+        table = Table(title="trainlab: results", show_header=True, header_style="bold")
+        table.add_column("")
+        table.add_column("value", justify="right")
+        table.add_row(f"best {best['metric']}", f"{format_metric(best['metric'], best['value'])} (epoch {best['epoch']})")
+        for name in ("acc", "loss"):
+            table.add_row(f"test {name}", format_metric(name, summary["test"][name]))
+        table.add_row("epochs run", f"{summary['epochs_run']}/{summary['epochs']}")
+        table.add_row("train time", f"{summary['time']['train_s']:.1f} s")
+        table.add_row("samples/s (train)", f"{summary['train_samples_per_s']:,.0f}")
+        table.add_row("device", summary["device"])
+        table.add_row("parameters", f"{summary['params']:,}")
+        self.console.print(table)
+        self.console.print(f"run folder: {summary['run_dir']}", highlight=False, soft_wrap=True)

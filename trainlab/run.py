@@ -1,0 +1,145 @@
+"""One `trainlab train` run: validated config -> built pieces -> fit -> test with best weights -> summary.json."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from trainlab import checkpoint
+from trainlab.config import switch, validate
+from trainlab.data import build_data
+from trainlab.errors import ConfigError
+from trainlab.init import apply_init
+from trainlab.models import build_model, count_parameters
+from trainlab.monitor.console import ConsoleReporter
+from trainlab.optim import build_optimizer, build_schedule
+from trainlab.train import Trainer
+
+
+def resolve_device(name: str) -> torch.device:
+    """auto: cuda > mps > cpu. An explicit device that is not there is an error, not a silent fallback."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"trainer.device={name}: CUDA is not available here; use trainer.device=auto or cpu")
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError("trainer.device=mps: MPS is not available here; use trainer.device=auto or cpu")
+    return torch.device(name)
+
+
+def seed_everything(seed: int, deterministic: bool) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)  # all devices
+    if deterministic:
+        # cuBLAS needs this set before its first use to be deterministic
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.benchmark = False
+    else:
+        torch.backends.cudnn.benchmark = True
+
+
+def write_summary(path: Path, summary: dict) -> None:
+    temporary = path.with_suffix(".json.tmp")
+    temporary.write_text(json.dumps(summary, indent=2) + "\n")
+    os.replace(temporary, path)
+
+
+def choices() -> dict[str, Any]:
+    """The group options this run was composed from (e.g. optimizer: adam), when Hydra knows them."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return {}
+    picked = HydraConfig.get().runtime.choices
+    return {group: picked.get(group) for group in
+            ("dataset", "augmentation", "model", "init", "optimizer", "schedule", "trainer") if group in picked}
+
+
+def train(cfg: DictConfig, run_dir: Path) -> dict:
+    """Train as `cfg` says, writing the run folder contract into `run_dir`; return the summary."""
+    started = time.perf_counter()
+    cfg = validate(cfg)
+    trainer_cfg = cfg.trainer
+    device = resolve_device(trainer_cfg.device)
+    seed_everything(cfg.seed, trainer_cfg.deterministic)
+    on_cuda = device.type == "cuda"
+    reporter = ConsoleReporter(progress=trainer_cfg.progress)
+
+    use_channels_last = switch(trainer_cfg.channels_last, auto=on_cuda)
+    data = build_data(cfg, device, cfg.seed, channels_last=use_channels_last)
+    model = build_model(cfg.model, data.input_shape, data.num_classes)
+    apply_init(model, cfg.init)
+    model = model.to(device, memory_format=torch.channels_last) if use_channels_last else model.to(device)
+    optimizer = build_optimizer(cfg.optimizer, model)
+    scheduler = build_schedule(cfg.schedule, optimizer, len(data.train), trainer_cfg.epochs)
+    amp = switch(trainer_cfg.amp, auto=on_cuda)
+    if amp and device.type == "cpu":
+        reporter.info("note: trainer.amp=true on CPU: bf16 autocast on CPU is slow on most CPUs")
+
+    from torch.utils.tensorboard import SummaryWriter  # heavy import, only when training
+
+    plain_cfg = OmegaConf.to_container(cfg, resolve=True)
+    params = count_parameters(model)
+    checkpointer = checkpoint.Checkpointer(
+        run_dir / "checkpoints", trainer_cfg.monitor, trainer_cfg.mode,
+        extra={"normalization": data.normalize.state_dict(), "config": plain_cfg, "classes": data.classes},
+    )
+    summary: dict[str, Any] = {
+        "status": "running", "run_dir": str(run_dir), "device": str(device), "params": params,
+        "choices": choices(), "epochs": trainer_cfg.epochs, "epochs_run": 0,
+        "train_size": data.train.num_samples, "val_size": data.val.num_samples, "test_size": data.test.num_samples,
+    }
+    reporter.info(
+        f"trainlab: {' '.join(f'{k}={v}' for k, v in summary['choices'].items())} on {device}; {params:,} parameters; "
+        f"train {summary['train_size']:,} / val {summary['val_size']:,} / test {summary['test_size']:,}"
+    )
+    writer = SummaryWriter(log_dir=str(run_dir / "tensorboard"))
+    trainer = Trainer(model, optimizer, scheduler, device, label_smoothing=trainer_cfg.label_smoothing, amp=amp,
+                      log_every=trainer_cfg.log_every, writer=writer, reporter=reporter, checkpointer=checkpointer)
+    try:
+        fit = trainer.fit(data.train, data.val, trainer_cfg.epochs)
+        best = checkpoint.load(checkpointer.best_path, map_location=device)
+        model.load_state_dict(best["model"])
+        tested = time.perf_counter()
+        test = trainer.evaluate(data.test)
+        test_seconds = time.perf_counter() - tested
+        writer.add_scalar("test/loss", test["loss"], trainer.step)
+        writer.add_scalar("test/acc", test["acc"], trainer.step)
+        summary.update(
+            status="completed",
+            epochs_run=fit.epochs_run,
+            best=checkpointer.best(),
+            test=test,
+            final={k: v for k, v in fit.history[-1].items() if k != "epoch"},
+            time={"train_s": fit.train_seconds, "eval_s": fit.eval_seconds + test_seconds,
+                  "total_s": time.perf_counter() - started},
+            train_samples_per_s=fit.samples_seen / max(fit.train_seconds, 1e-9),
+            steps=trainer.step,
+        )
+    except KeyboardInterrupt:
+        summary.update(status="interrupted", best=checkpointer.best(), steps=trainer.step)
+        write_summary(run_dir / "summary.json", summary)
+        raise
+    except Exception as error:
+        summary.update(status="failed", error=f"{type(error).__name__}: {error}", best=checkpointer.best())
+        write_summary(run_dir / "summary.json", summary)
+        raise
+    finally:
+        writer.close()
+    write_summary(run_dir / "summary.json", summary)
+    reporter.closing_table(summary)
+    return summary
