@@ -142,6 +142,8 @@ def instantiate(node: Any, key: str, **kwargs: Any) -> Any:
         return hydra_instantiate(node, _convert_="all", **kwargs)
     except InstantiationException as error:
         cause = error.__cause__ or error
+        if isinstance(cause, ConfigError):  # the component's own check already names the key
+            raise cause from None
         first = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
         target = node.get("_target_", "?") if isinstance(node, DictConfig) else "?"
         raise ConfigError(f"{key}: cannot build {target}: {first}") from None

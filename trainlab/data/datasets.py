@@ -82,9 +82,9 @@ def _read_mnist_family(folders: list[Path]) -> dict[str, np.ndarray] | None:
     return None
 
 
-def load_fashion_mnist(root: str, download: bool) -> ImageDataset:
+def load_fashion_mnist(root: str, download: bool, system_root: str | Path | None = None) -> ImageDataset:
     """Fashion-MNIST from `root`, else Debian's system folder, else torchvision's download into `root`."""
-    folders = _mnist_family_folders(Path(root), "FashionMNIST", SYSTEM_FASHION_MNIST)
+    folders = _mnist_family_folders(Path(root), "FashionMNIST", Path(system_root or SYSTEM_FASHION_MNIST))
     arrays = _read_mnist_family(folders)
     if arrays is None and download:
         arrays = _download_fashion_mnist(Path(root), folders)
@@ -162,7 +162,7 @@ def make_synthetic(
 def load_dataset(cfg) -> ImageDataset:
     """Build the dataset named by `dataset.name` from its config section."""
     if cfg.name == "fashion_mnist":
-        return load_fashion_mnist(cfg.root, cfg.download)
+        return load_fashion_mnist(cfg.root, cfg.download, cfg.get("system_root"))
     if cfg.name == "synthetic":
         keys = ("num_train", "num_test", "num_classes", "channels", "image_size", "noise", "generator_seed")
         return make_synthetic(**{k: cfg[k] for k in keys if k in cfg})

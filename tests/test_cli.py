@@ -1,0 +1,229 @@
+"""`trainlab` as a user runs it: a subprocess in a temporary folder, results read back as users read them."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from conftest import QUICK, require_fashion_mnist, run_folders, run_trainlab
+
+SUMMARY_KEYS = {"status", "best", "test", "time", "device", "params", "train_samples_per_s", "epochs_run"}
+
+
+@pytest.fixture(scope="module")
+def synthetic_run(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    root = tmp_path_factory.mktemp("synthetic_run")
+    result = run_trainlab(["train", *QUICK, "trainer.epochs=3"], root)
+    assert result.returncode == 0, result.stderr[-3000:]
+    folders = run_folders(root)
+    assert len(folders) == 1, folders
+    return folders[0], result
+
+
+def scalars(run_dir: Path) -> dict[str, list]:
+    events = EventAccumulator(str(run_dir / "tensorboard"))
+    events.Reload()
+    return {tag: events.Scalars(tag) for tag in events.Tags()["scalars"]}
+
+
+def test_run_folder_has_the_contract_files(synthetic_run):
+    run_dir, _ = synthetic_run
+    assert run_dir.parent.parent.name == "train" and run_dir.parent.parent.parent.name == "outputs"
+    datetime.strptime(run_dir.parent.name, "%Y-%m-%d")
+    for name in (".hydra/config.yaml", "checkpoints/best.pt", "checkpoints/last.pt", "summary.json"):
+        assert (run_dir / name).is_file(), name
+    assert list((run_dir / "tensorboard").glob("events.out.tfevents.*"))
+    config = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
+    assert config.dataset.name == "synthetic" and config.trainer.epochs == 3
+
+
+def test_console_shows_epoch_lines_table_and_run_folder(synthetic_run):
+    run_dir, result = synthetic_run
+    lines = [line for line in result.stdout.splitlines() if line.startswith("epoch ")]
+    assert len(lines) == 3
+    assert all("train loss" in line and "val loss" in line and "lr " in line for line in lines)
+    assert "trainlab: results" in result.stdout
+    assert str(run_dir) in result.stdout.replace("\n", "")
+
+
+def test_summary_json(synthetic_run):
+    run_dir, _ = synthetic_run
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert SUMMARY_KEYS <= summary.keys()
+    assert summary["status"] == "completed"
+    assert summary["epochs_run"] == 3
+    assert summary["device"] == "cpu"
+    assert summary["best"]["metric"] == "val/acc" and 1 <= summary["best"]["epoch"] <= 3
+    assert summary["best"]["value"] > 0.3, "the synthetic dataset is learnable: well above 10% chance"
+    assert 0.0 <= summary["test"]["acc"] <= 1.0 and summary["test"]["loss"] > 0
+    assert summary["train_samples_per_s"] > 0 and summary["time"]["train_s"] > 0
+    model = torch.load(run_dir / "checkpoints" / "best.pt", weights_only=True)["model"]
+    assert summary["params"] == sum(t.numel() for k, t in model.items() if "running" not in k and "num_batches" not in k)
+
+
+def test_tensorboard_scalars(synthetic_run):
+    run_dir, _ = synthetic_run
+    found = scalars(run_dir)
+    for tag in ("train/loss", "lr", "train/acc", "val/loss", "val/acc", "test/acc"):
+        assert tag in found, f"{tag} missing from {sorted(found)}"
+    assert len(found["val/acc"]) == 3 and len(found["train/acc"]) == 3
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert max(e.value for e in found["val/acc"]) == pytest.approx(summary["best"]["value"], abs=1e-6)
+    # 1800 examples / 128 = 15 steps per epoch, 45 steps; logged every 5 steps
+    steps = [e.step for e in found["train/loss"]]
+    assert steps == sorted(steps) and len(steps) == 9 and steps[-1] == summary["steps"] == 45
+    lrs = [e.value for e in found["lr"]]
+    assert lrs[0] > lrs[-1], "cosine schedule: the learning rate falls"
+
+
+def test_best_checkpoint_reproduces_logged_val_accuracy(synthetic_run):
+    from trainlab.data import build_data
+    from trainlab.models import build_model
+    from trainlab.train import Trainer
+
+    run_dir, _ = synthetic_run
+    best = torch.load(run_dir / "checkpoints" / "best.pt", weights_only=True)
+    config = OmegaConf.create(best["config"])
+    data = build_data(config, torch.device("cpu"), config.seed)
+    assert torch.allclose(data.normalize.mean, best["normalization"]["mean"])
+    model = build_model(config.model, data.input_shape, data.num_classes)
+    model.load_state_dict(best["model"])
+    trainer = Trainer(model, None, None, torch.device("cpu"))
+    val = trainer.evaluate(data.val)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert val["acc"] == pytest.approx(summary["best"]["value"], abs=1e-9)
+    assert val["acc"] == pytest.approx(best["metrics"]["val/acc"], abs=1e-9)
+    assert trainer.evaluate(data.test)["acc"] == pytest.approx(summary["test"]["acc"], abs=1e-9)
+
+
+def test_last_checkpoint_holds_what_resuming_needs(synthetic_run):
+    run_dir, _ = synthetic_run
+    last = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)
+    assert last["epoch"] == 3 and last["step"] == 45
+    assert {"optimizer", "scheduler", "rng", "model", "config"} <= last.keys()
+    assert last["optimizer"]["state"], "Adam's moments are saved"
+
+
+def test_overrides_change_choices_and_values(tmp_path):
+    result = run_trainlab(["train", "dataset=synthetic", "optimizer=sgd", "optimizer.lr=0.05", "schedule=step",
+                           "model=mlp", "trainer.epochs=1"], tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (run_dir,) = run_folders(tmp_path)
+    best = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)
+    assert best["config"]["optimizer"]["_target_"] == "torch.optim.SGD"
+    assert best["optimizer"]["param_groups"][0]["initial_lr"] == 0.05
+    assert any(key.startswith("0.") or key.startswith("1.") for key in best["model"]), "an MLP (Sequential)"
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["choices"]["optimizer"] == "sgd" and summary["choices"]["model"] == "mlp"
+
+
+def test_fashion_mnist_slice(tmp_path):
+    require_fashion_mnist()
+    result = run_trainlab(["train", "dataset.train_size=2000", "dataset.val_size=500", "trainer.epochs=2",
+                           "model.channels=[16,32]", "optimizer.lr=0.003", "dataset.root=" + str(tmp_path / "data")],
+                          tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (run_dir,) = run_folders(tmp_path)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["train_size"] == 2000 and summary["val_size"] == 500 and summary["test_size"] == 10000
+    assert summary["test"]["acc"] > 0.3, "two epochs on 2000 Fashion-MNIST images beat 10% chance clearly"
+
+
+def test_multirun_leaves_one_folder_per_job(tmp_path):
+    result = run_trainlab(["train", "-m", *QUICK, "trainer.epochs=1", "optimizer=sgd,adam"], tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    folders = run_folders(tmp_path, "multirun")
+    assert [f.name for f in folders] == ["0", "1"]
+    assert folders[0].parent == folders[1].parent
+    targets = {json.loads((f / "summary.json").read_text())["choices"]["optimizer"] for f in folders}
+    assert targets == {"sgd", "adam"}
+
+
+def test_help_lists_groups_and_options(tmp_path):
+    result = run_trainlab(["train", "--help"], tmp_path)
+    assert result.returncode == 0
+    for line in ("optimizer: adam, adamw, sgd", "schedule: constant, cosine, step", "dataset: fashion_mnist, synthetic"):
+        assert line in result.stdout
+    assert not (tmp_path / "outputs").exists(), "--help makes no run folder"
+
+
+def test_cfg_job_prints_config_without_importing_torch(tmp_path):
+    code = ("import sys; from trainlab.cli import main; main(['train', '--cfg', 'job', 'optimizer=sgd']); "
+            "assert 'torch' not in sys.modules, 'torch was imported'")
+    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    config = OmegaConf.create(result.stdout)
+    assert config.optimizer._target_ == "torch.optim.SGD"
+    assert not (tmp_path / "outputs").exists()
+
+
+def test_user_configs_folder_adds_options(tmp_path):
+    (tmp_path / "configs" / "optimizer").mkdir(parents=True)
+    (tmp_path / "configs" / "optimizer" / "my_sgd.yaml").write_text(
+        "_target_: torch.optim.SGD\n_partial_: true\nlr: 0.123\nmomentum: 0.5\n")
+    result = run_trainlab(["train", "--cfg", "job", "optimizer=my_sgd"], tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert OmegaConf.create(result.stdout).optimizer.lr == 0.123
+
+
+@pytest.mark.parametrize("override, key", [
+    ("trainer.epochs=-1", "trainer.epochs"),
+    ("trainer.batch_size=abc", "trainer.batch_size"),
+    ("trainer.device=tpu", "trainer.device"),
+    ("optimizer.lr=-0.1", "optimizer"),
+    ("model.activation=swishy", "model.activation"),
+])
+def test_bad_values_fail_at_start_with_one_clear_line(tmp_path, override, key):
+    earlier = tmp_path / "outputs" / "train" / "2020-01-01" / "00-00-00"
+    earlier.mkdir(parents=True)
+    (earlier / "summary.json").write_text('{"status": "completed"}')
+    result = run_trainlab(["train", *QUICK, override], tmp_path)
+    assert result.returncode == 2
+    errors = [line for line in result.stderr.splitlines() if line.startswith("trainlab: error:")]
+    assert len(errors) == 1 and key in errors[0], result.stderr
+    assert "Traceback" not in result.stderr
+    assert (earlier / "summary.json").read_text() == '{"status": "completed"}', "earlier runs are untouched"
+
+
+def test_unknown_option_names_the_group(tmp_path):
+    result = run_trainlab(["train", "optimizer=adamm"], tmp_path)
+    assert result.returncode != 0
+    assert "optimizer" in result.stderr and "adam" in result.stderr  # Hydra lists the available options
+
+
+def test_unknown_command(tmp_path):
+    result = run_trainlab(["trian"], tmp_path)
+    assert result.returncode == 2 and "unknown command 'trian'" in result.stderr
+
+
+def test_missing_dataset_message(tmp_path, monkeypatch):
+    # An explicit empty root, no system folder visible, download off: the message says where and how.
+    result = run_trainlab(["train", "dataset.root=" + str(tmp_path / "nothing"), "dataset.download=false",
+                           "dataset.system_root=" + str(tmp_path / "no_system")], tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert "Fashion-MNIST not found" in result.stderr and "apt-get install dataset-fashion-mnist" in result.stderr
+
+
+def test_runs_started_in_the_same_second_get_their_own_folders(tmp_path):
+    from trainlab.cli import claim_run_dir
+
+    now = datetime(2026, 1, 2, 3, 4, 5)
+    first, second, third = (claim_run_dir(tmp_path / "outputs" / "train", now) for _ in range(3))
+    assert first.name == "03-04-05" and first.parent.name == "2026-01-02"
+    assert len({first, second, third}) == 3 and all(p.is_dir() for p in (first, second, third))
+
+
+def test_explicit_run_dir_is_respected(tmp_path):
+    from trainlab.cli import hydra_argv
+
+    argv = hydra_argv(["hydra.run.dir=mine", "optimizer=sgd"], tmp_path, datetime.now())
+    assert argv == ["hydra.run.dir=mine", "optimizer=sgd"]
+    assert not (tmp_path / "outputs").exists()
