@@ -227,3 +227,67 @@ def test_explicit_run_dir_is_respected(tmp_path):
     argv = hydra_argv(["hydra.run.dir=mine", "optimizer=sgd"], tmp_path, datetime.now())
     assert argv == ["hydra.run.dir=mine", "optimizer=sgd"]
     assert not (tmp_path / "outputs").exists()
+
+
+def test_interrupted_run_resumes_to_the_same_weights_as_an_uninterrupted_one(tmp_path):
+    import os
+    import signal
+
+    from conftest import trainlab_executable
+
+    config = ["train", "dataset=synthetic", "dataset.num_train=600", "dataset.val_size=100", "model=mlp",
+              "model.hidden=[32]", "augmentation=flip", "trainer.batch_size=64", "trainer.epochs=40"]
+    straight = run_trainlab([*config, "hydra.run.dir=straight"], tmp_path)
+    assert straight.returncode == 0, straight.stderr[-2000:]
+
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    process = subprocess.Popen([trainlab_executable(), *config, "hydra.run.dir=cut"], cwd=tmp_path, env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in process.stdout:
+        if line.startswith("epoch  2/40"):
+            process.send_signal(signal.SIGINT)
+            break
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr[-2000:]
+    assert "trainer.resume=" in stderr
+    summary = json.loads((tmp_path / "cut" / "summary.json").read_text())
+    assert summary["status"] == "interrupted"
+    stopped_at = torch.load(tmp_path / "cut" / "checkpoints" / "last.pt", weights_only=True)["epoch"]
+    assert 2 <= stopped_at < 40
+
+    resumed = run_trainlab([*config, "trainer.resume=cut", "hydra.run.dir=resumed"], tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert f"at epoch {stopped_at + 1}" in resumed.stdout
+    ours = torch.load(tmp_path / "resumed" / "checkpoints" / "last.pt", weights_only=True)
+    reference = torch.load(tmp_path / "straight" / "checkpoints" / "last.pt", weights_only=True)
+    assert ours["step"] == reference["step"] and ours["epoch"] == 40
+    for key, tensor in reference["model"].items():
+        assert torch.equal(ours["model"][key], tensor), key
+    summaries = [json.loads((tmp_path / name / "summary.json").read_text()) for name in ("straight", "resumed")]
+    assert summaries[0]["best"] == summaries[1]["best"] and summaries[0]["test"] == summaries[1]["test"]
+
+
+def test_resume_refuses_a_different_config(tmp_path):
+    config = ["train", *QUICK, "trainer.epochs=2", "hydra.run.dir=first"]
+    assert run_trainlab(config, tmp_path).returncode == 0
+    result = run_trainlab(["train", *QUICK, "trainer.epochs=2", "optimizer.lr=0.1", "trainer.resume=first"],
+                          tmp_path)
+    assert result.returncode == 2
+    assert "optimizer.lr=0.1" in result.stderr and "use its config" in result.stderr
+    finished = run_trainlab(["train", *QUICK, "trainer.epochs=2", "trainer.resume=first"], tmp_path)
+    assert finished.returncode == 2 and "already finished" in finished.stderr
+    missing = run_trainlab(["train", *QUICK, "trainer.resume=nowhere"], tmp_path)
+    assert missing.returncode == 2 and "trainer.resume=nowhere: no checkpoint there" in missing.stderr
+
+
+def test_divergence_stops_a_run_but_not_a_sweep(tmp_path):
+    config = ["dataset=synthetic", "model=mlp", "model.hidden=[32]", "optimizer=sgd", "trainer.epochs=2"]
+    single = run_trainlab(["train", *config, "optimizer.lr=1e6"], tmp_path)
+    assert single.returncode == 2 and "train/loss became nan" in single.stderr
+    (run_dir,) = run_folders(tmp_path)
+    assert json.loads((run_dir / "summary.json").read_text())["status"] == "diverged"
+
+    sweep = run_trainlab(["train", "-m", *config, "optimizer.lr=1e6,0.05"], tmp_path)
+    assert sweep.returncode == 0, sweep.stderr[-2000:]
+    statuses = [json.loads((f / "summary.json").read_text())["status"] for f in run_folders(tmp_path, "multirun")]
+    assert statuses == ["diverged", "completed"]

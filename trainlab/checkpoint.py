@@ -15,6 +15,8 @@ from typing import Any, Optional
 
 import torch
 
+from trainlab.errors import ConfigError
+
 FORMAT = "trainlab-checkpoint-v1"
 
 
@@ -22,7 +24,10 @@ def save_atomic(payload: dict, path: Path) -> None:
     """torch.save to a temporary file beside `path`, then rename: a crash never leaves half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    umask = os.umask(0)
+    os.umask(umask)
     try:
+        os.fchmod(handle, 0o666 & ~umask)  # mkstemp makes 0600; a checkpoint is an ordinary file
         with os.fdopen(handle, "wb") as file:
             torch.save(payload, file)
             file.flush()
@@ -31,6 +36,16 @@ def save_atomic(payload: dict, path: Path) -> None:
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+
+
+def resume_path(value: str) -> Path:
+    """trainer.resume names a last.pt file or a run folder (whose checkpoints/last.pt is used)."""
+    path = Path(value)
+    if path.is_dir():
+        path = path / "checkpoints" / "last.pt"
+    if not path.is_file():
+        raise ConfigError(f"trainer.resume={value}: no checkpoint there (give a last.pt file or a run folder)")
+    return path
 
 
 def load(path: Path | str, map_location: Any = "cpu") -> dict:
@@ -80,6 +95,16 @@ class Checkpointer:
             save_atomic(common, self.best_path)
         save_atomic({**common, **resume_state}, self.last_path)
         return is_best
+
+    def restore(self, best: dict, source_folder: Path) -> None:
+        """Continue a resumed run's record: its best value, and its best.pt copied into this run's folder."""
+        source = Path(source_folder) / "best.pt"
+        if best.get("epoch") is None or not source.is_file():
+            return  # nothing to carry over: the first epoch after resuming writes best.pt
+        self.best_value, self.best_epoch = best["value"], best["epoch"]
+        self.folder.mkdir(parents=True, exist_ok=True)
+        if source.resolve() != self.best_path.resolve():
+            save_atomic(load(source), self.best_path)
 
     def best(self) -> dict:
         return {"metric": self.monitor, "mode": self.mode, "value": self.best_value, "epoch": self.best_epoch}

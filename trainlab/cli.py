@@ -73,16 +73,27 @@ def hydra_argv(args: list[str], cwd: Path, now: datetime) -> list[str]:
 def _train_task(cfg) -> None:
     from hydra.core.hydra_config import HydraConfig
 
-    from trainlab.errors import TrainlabError
+    from hydra.types import RunMode
+
+    from trainlab.errors import TrainingDiverged, TrainlabError
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
         from trainlab.run import train  # torch is imported here, not before
 
         train(cfg, run_dir)
+    except TrainingDiverged as error:
+        print(f"trainlab: error: {error}", file=sys.stderr)
+        if HydraConfig.get().mode != RunMode.MULTIRUN:
+            sys.exit(2)
+        # in a sweep, a diverging learning rate is a result (summary.json says "diverged"): go on
     except TrainlabError as error:
         print(f"trainlab: error: {error}", file=sys.stderr)
         sys.exit(2)
+    except KeyboardInterrupt:
+        print(f"trainlab: interrupted; continue with: trainlab train <same overrides> trainer.resume={run_dir}",
+              file=sys.stderr)
+        sys.exit(130)
 
 
 def train_command(args: list[str]) -> None:

@@ -35,6 +35,7 @@ class TrainerSchema:
     amp: str = "auto"
     channels_last: str = "auto"
     progress: bool = True
+    resume: Optional[str] = None
 
 
 @dataclass
@@ -145,5 +146,5 @@ def instantiate(node: Any, key: str, **kwargs: Any) -> Any:
         if isinstance(cause, ConfigError):  # the component's own check already names the key
             raise cause from None
         first = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
-        target = node.get("_target_", "?") if isinstance(node, DictConfig) else "?"
+        target = node.get("_target_", "?") if isinstance(node, (dict, DictConfig)) else "?"
         raise ConfigError(f"{key}: cannot build {target}: {first}") from None

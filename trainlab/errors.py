@@ -11,3 +11,7 @@ class ConfigError(TrainlabError):
 
 class DataNotFoundError(TrainlabError):
     """A dataset's files are nowhere on disk and could not be downloaded."""
+
+
+class TrainingDiverged(TrainlabError):
+    """The training loss became NaN or infinite: the run cannot recover."""

@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from trainlab import checkpoint
 from trainlab.config import switch, validate
 from trainlab.data import build_data
-from trainlab.errors import ConfigError
+from trainlab.errors import ConfigError, TrainingDiverged
 from trainlab.init import apply_init
 from trainlab.models import build_model, count_parameters
 from trainlab.monitor.console import ConsoleReporter
@@ -69,6 +69,51 @@ def choices() -> dict[str, Any]:
             ("dataset", "augmentation", "model", "init", "optimizer", "schedule", "trainer") if group in picked}
 
 
+def log_hparams(writer, cfg: DictConfig, summary: dict) -> None:
+    """The run's choices and key values with its results, for TensorBoard's HParams tab (compares sweeps)."""
+    hparams = {group: str(option) for group, option in summary["choices"].items()}
+    hparams.update({"optimizer.lr": float(cfg.optimizer.get("lr", 0.0)), "trainer.batch_size": cfg.trainer.batch_size,
+                    "trainer.epochs": cfg.trainer.epochs, "seed": cfg.seed})
+    best = summary["best"]
+    metrics = {f"hparam/best_{best['metric'].replace('/', '_')}": best["value"],
+               "hparam/test_acc": summary["test"]["acc"], "hparam/test_loss": summary["test"]["loss"]}
+    writer.add_hparams(hparams, metrics, run_name=".", global_step=summary["steps"])
+
+
+# Keys that may differ between a run and its resumption: they change how it runs, not what it computes.
+RESUME_FREE_KEYS = {"trainer.resume", "trainer.device", "trainer.progress", "trainer.log_every",
+                    "trainer.eval_batch_size", "dataset.root", "dataset.system_root", "dataset.download"}
+
+
+def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(tree, dict):
+        return {prefix: tree}
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        flat.update(flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+    return flat
+
+
+def resume(value: str, plain_cfg: dict, trainer: Trainer, checkpointer: checkpoint.Checkpointer, train_loader,
+           device: torch.device) -> int:
+    """Load last.pt into the built pieces so training continues exactly; return the next epoch."""
+    path = checkpoint.resume_path(value)
+    payload = checkpoint.load(path, map_location=device)
+    if "optimizer" not in payload:
+        raise ConfigError(f"trainer.resume={value}: {path.name} holds weights only; resume from last.pt")
+    ours, theirs = flatten(plain_cfg), flatten(payload["config"])
+    for key in sorted(ours.keys() | theirs.keys()):
+        if key not in RESUME_FREE_KEYS and ours.get(key) != theirs.get(key):
+            raise ConfigError(
+                f"trainer.resume={value}: this run has {key}={ours.get(key)!r} but the checkpoint's run had "
+                f"{theirs.get(key)!r}; resuming continues that same run, so use its config"
+            )
+    if payload["epoch"] >= plain_cfg["trainer"]["epochs"]:
+        raise ConfigError(f"trainer.resume={value}: that run already finished all {payload['epoch']} epochs")
+    checkpointer.restore(payload["best"], path.parent)
+    return trainer.load_resume_state(payload, train_loader)
+
+
 def train(cfg: DictConfig, run_dir: Path) -> dict:
     """Train as `cfg` says, writing the run folder contract into `run_dir`; return the summary."""
     started = time.perf_counter()
@@ -110,8 +155,13 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
     writer = SummaryWriter(log_dir=str(run_dir / "tensorboard"))
     trainer = Trainer(model, optimizer, scheduler, device, label_smoothing=trainer_cfg.label_smoothing, amp=amp,
                       log_every=trainer_cfg.log_every, writer=writer, reporter=reporter, checkpointer=checkpointer)
+    start_epoch = 1
+    if trainer_cfg.resume:
+        start_epoch = resume(trainer_cfg.resume, plain_cfg, trainer, checkpointer, data.train, device)
+        summary["resumed_from"] = str(checkpoint.resume_path(trainer_cfg.resume))
+        reporter.info(f"resuming {summary['resumed_from']} at epoch {start_epoch}")
     try:
-        fit = trainer.fit(data.train, data.val, trainer_cfg.epochs)
+        fit = trainer.fit(data.train, data.val, trainer_cfg.epochs, start_epoch=start_epoch)
         best = checkpoint.load(checkpointer.best_path, map_location=device)
         model.load_state_dict(best["model"])
         tested = time.perf_counter()
@@ -130,8 +180,13 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
             train_samples_per_s=fit.samples_seen / max(fit.train_seconds, 1e-9),
             steps=trainer.step,
         )
+        log_hparams(writer, cfg, summary)
     except KeyboardInterrupt:
         summary.update(status="interrupted", best=checkpointer.best(), steps=trainer.step)
+        write_summary(run_dir / "summary.json", summary)
+        raise
+    except TrainingDiverged as error:
+        summary.update(status="diverged", error=str(error), best=checkpointer.best(), steps=trainer.step)
         write_summary(run_dir / "summary.json", summary)
         raise
     except Exception as error:

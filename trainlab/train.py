@@ -7,6 +7,7 @@ counts accumulate in device tensors and are read (.item()) only at log intervals
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Any, Optional
@@ -16,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from trainlab.checkpoint import Checkpointer, cpu_state
+from trainlab.errors import TrainingDiverged
 from trainlab.monitor.console import ConsoleReporter
 
 
@@ -132,13 +134,31 @@ class Trainer:
             state["rng"]["cuda"] = torch.cuda.get_rng_state_all()
         return state
 
-    def fit(self, train_loader, val_loader, epochs: int) -> FitResult:
-        result = FitResult(epochs_run=0)
+    def load_resume_state(self, payload: dict, train_loader) -> int:
+        """Restore what resume_state() saved (plus the weights); return the epoch to continue from."""
+        self.model.load_state_dict(payload["model"])
+        self.optimizer.load_state_dict(payload["optimizer"])
+        self.scheduler.load_state_dict(payload["scheduler"])
+        self.step = payload["step"]
+        rng = payload["rng"]
+        torch.set_rng_state(rng["torch"].cpu())
+        train_loader.generator.set_state(rng["loader"].cpu())
+        if "cuda" in rng and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all([state.cpu() for state in rng["cuda"]])
+        return payload["epoch"] + 1
+
+    def fit(self, train_loader, val_loader, epochs: int, start_epoch: int = 1) -> FitResult:
+        result = FitResult(epochs_run=start_epoch - 1)
         with self.reporter.fitting():
-            for epoch in range(1, epochs + 1):
+            for epoch in range(start_epoch, epochs + 1):
                 started = time.perf_counter()
                 with self.reporter.epoch(epoch, epochs, len(train_loader)) as bar:
                     train_metrics = self.train_epoch(train_loader, bar)
+                if not math.isfinite(train_metrics["train/loss"]):
+                    raise TrainingDiverged(
+                        f"train/loss became {train_metrics['train/loss']} in epoch {epoch} (step {self.step}); "
+                        "lower optimizer.lr, add schedule.warmup_epochs, or check the data"
+                    )
                 trained = time.perf_counter()
                 val = self.evaluate(val_loader)
                 result.eval_seconds += time.perf_counter() - trained

@@ -50,9 +50,12 @@ class ImageDataset:
 def read_idx(path: Path) -> np.ndarray:
     """Read an IDX file (the MNIST family's format), gzipped or not."""
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as handle:
-        data = handle.read()
-    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08:
+    try:
+        with opener(path, "rb") as handle:
+            data = handle.read()
+    except (OSError, EOFError) as error:  # BadGzipFile is an OSError; a cut-off .gz raises EOFError
+        raise DataNotFoundError(f"{path}: cannot read it ({error}); corrupt or incomplete file?") from None
+    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08 or len(data) < 4 + 4 * data[3]:
         raise DataNotFoundError(f"{path}: not an unsigned-byte IDX file (corrupt or wrong file?)")
     ndim = data[3]
     shape = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))

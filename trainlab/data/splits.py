@@ -10,6 +10,8 @@ from trainlab.errors import ConfigError
 def val_count(val_size: int | float, total: int) -> int:
     """A validation size given as a count or a fraction of `total`, as a count."""
     count = round(val_size * total) if isinstance(val_size, float) else int(val_size)
+    if isinstance(val_size, float) and count == 0:
+        raise ConfigError(f"dataset.val_size={val_size}: is 0 examples of {total}; hold out at least one")
     if count >= total:
         raise ConfigError(f"dataset.val_size={val_size}: leaves no training examples (the training split has {total})")
     return count

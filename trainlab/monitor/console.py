@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 from typing import Iterator, Optional
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
+
+# Under Hydra the root logger writes to <run>/train.log only: the console is rich's.
+log = logging.getLogger("trainlab")
 
 
 def format_metric(name: str, value: Optional[float]) -> str:
@@ -73,10 +77,12 @@ class ConsoleReporter:
             parts.append(f"{split} loss {format_metric('loss', metrics[f'{split}/loss'])} "
                          f"acc {format_metric('acc', metrics[f'{split}/acc'])}")
         parts += [f"lr {lr:.3g}", f"{seconds:.1f}s"]
-        self.console.print("  ".join(parts) + ("  [green]* best[/green]" if is_best else ""),
-                           highlight=False, soft_wrap=True)
+        line = "  ".join(parts)
+        log.info(line + ("  * best" if is_best else ""))
+        self.console.print(line + ("  [green]* best[/green]" if is_best else ""), highlight=False, soft_wrap=True)
 
     def info(self, message: str) -> None:
+        log.info(message)
         self.console.print(message, highlight=False, soft_wrap=True)
 
     def closing_table(self, summary: dict) -> None:
@@ -93,4 +99,6 @@ class ConsoleReporter:
         table.add_row("device", summary["device"])
         table.add_row("parameters", f"{summary['params']:,}")
         self.console.print(table)
+        log.info("best %s %.6f (epoch %s); test acc %.6f loss %.6f", best["metric"], best["value"], best["epoch"],
+                 summary["test"]["acc"], summary["test"]["loss"])
         self.console.print(f"run folder: {summary['run_dir']}", highlight=False, soft_wrap=True)

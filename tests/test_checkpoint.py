@@ -1,0 +1,159 @@
+"""Checkpoints: atomic writes, safe loads, and best.pt / last.pt bookkeeping."""
+
+from __future__ import annotations
+
+import math
+import os
+import pickle
+import stat
+from pathlib import Path
+
+import pytest
+import torch
+
+from trainlab.checkpoint import FORMAT, Checkpointer, cpu_state, load, save_atomic
+
+
+class Custom:
+    """A class torch.load(weights_only=True) must refuse to rebuild."""
+
+    def __init__(self):
+        self.value = 1
+
+
+def payload(**extra) -> dict:
+    gen = torch.Generator().manual_seed(0)
+    return {"format": FORMAT, "epoch": 3, "model": {"w": torch.randn(3, 2, generator=gen), "b": torch.arange(4)},
+            "metrics": {"val/acc": 0.5}, "classes": ["a", "b"], **extra}
+
+
+def test_save_atomic_and_load_round_trip(tmp_path):
+    original = payload()
+    path = tmp_path / "nested" / "folder" / "best.pt"  # parent folders are created
+    save_atomic(original, path)
+    loaded = load(path)
+    assert loaded["epoch"] == 3 and loaded["metrics"] == {"val/acc": 0.5} and loaded["classes"] == ["a", "b"]
+    for key, value in original["model"].items():
+        assert torch.equal(loaded["model"][key], value)
+        assert loaded["model"][key].dtype == value.dtype
+
+
+def test_load_is_weights_only(tmp_path):
+    path = tmp_path / "unsafe.pt"
+    torch.save(payload(obj=Custom()), path)  # a pickled class: needs arbitrary code to load
+    with pytest.raises(pickle.UnpicklingError):
+        load(path)
+
+
+def test_saved_checkpoints_load_with_plain_torch_weights_only(tmp_path):
+    path = tmp_path / "c.pt"
+    save_atomic(payload(), path)
+    assert torch.load(path, weights_only=True)["format"] == FORMAT
+
+
+@pytest.mark.parametrize("content", [{"model": {}}, {"format": "someone-else-v1"}, [1, 2, 3]],
+                         ids=["no-format", "other-format", "not-a-dict"])
+def test_load_rejects_a_non_trainlab_file(tmp_path, content):
+    path = tmp_path / "other.pt"
+    torch.save(content, path)
+    with pytest.raises(ValueError, match="not a trainlab checkpoint"):
+        load(path)
+
+
+def test_no_temporary_files_are_left_behind(tmp_path):
+    for i in range(3):
+        save_atomic(payload(epoch=i), tmp_path / "last.pt")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]
+    assert load(tmp_path / "last.pt")["epoch"] == 2
+
+
+def test_a_failed_save_keeps_the_old_file_and_leaves_no_temporary(tmp_path):
+    path = tmp_path / "best.pt"
+    save_atomic(payload(epoch=1), path)
+    with pytest.raises(Exception):
+        save_atomic({"format": FORMAT, "bad": lambda: None}, path)  # a lambda cannot be pickled
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best.pt"]
+    assert load(path)["epoch"] == 1
+
+
+def test_cpu_state_is_a_detached_copy():
+    model = torch.nn.Linear(2, 2)
+    state = cpu_state(model.state_dict())
+    with torch.no_grad():
+        model.weight.add_(1.0)
+    assert not torch.equal(state["weight"], model.weight)
+    assert not state["weight"].requires_grad and state["weight"].device.type == "cpu"
+
+
+# ---------------------------------------------------------------- Checkpointer
+
+
+def identity(path: Path) -> tuple[int, int]:
+    """The file's inode and modification time: both change when save_atomic replaces it."""
+    stat = path.stat()
+    return stat.st_ino, stat.st_mtime_ns
+
+
+def update(ckpt: Checkpointer, epoch: int, value: float, metric: str) -> bool:
+    state = {"w": torch.full((2,), float(epoch))}
+    return ckpt.update(epoch, {metric: value, "train/loss": 1.0 / epoch}, state, {"step": 10 * epoch})
+
+
+@pytest.mark.parametrize("mode, metric, values, best_epochs", [
+    ("max", "val/acc", [0.5, 0.7, 0.6, 0.7, 0.8], [1, 2, 2, 2, 5]),
+    ("min", "val/loss", [2.0, 1.5, 1.7, 1.5, 1.0], [1, 2, 2, 2, 5]),
+])
+def test_checkpointer_writes_best_only_on_improvement_and_last_every_time(tmp_path, mode, metric, values,
+                                                                          best_epochs):
+    ckpt = Checkpointer(tmp_path / "checkpoints", metric, mode, extra={"classes": ["x", "y"]})
+    assert ckpt.best() == {"metric": metric, "mode": mode, "value": -math.inf if mode == "max" else math.inf,
+                           "epoch": None}
+    previous_best = None
+    for epoch, (value, best_epoch) in enumerate(zip(values, best_epochs), start=1):
+        improved = update(ckpt, epoch, value, metric)
+        assert improved is (best_epoch == epoch)
+        best_value = values[best_epoch - 1]
+        assert ckpt.best() == {"metric": metric, "mode": mode, "value": best_value, "epoch": best_epoch}
+
+        last = load(ckpt.last_path)
+        assert last["epoch"] == epoch and last["step"] == 10 * epoch
+        assert torch.equal(last["model"]["w"], torch.full((2,), float(epoch)))
+        assert last["metrics"][metric] == value and last["classes"] == ["x", "y"]
+        assert last["best"]["epoch"] == best_epoch
+
+        best = load(ckpt.best_path)
+        assert best["epoch"] == best_epoch and best["metrics"][metric] == best_value
+        assert torch.equal(best["model"]["w"], torch.full((2,), float(best_epoch)))
+        assert best["best"] == {"metric": metric, "mode": mode, "value": best_value, "epoch": best_epoch}
+        assert best["classes"] == ["x", "y"]
+        assert "step" not in best  # the resume state goes to last.pt only
+
+        now = identity(ckpt.best_path)
+        if previous_best is not None:
+            assert (now != previous_best) is improved  # best.pt is rewritten only on improvement
+        previous_best = now
+    assert sorted(p.name for p in ckpt.folder.iterdir()) == ["best.pt", "last.pt"]
+
+
+def test_checkpointer_first_update_always_writes_best(tmp_path):
+    ckpt = Checkpointer(tmp_path, "val/loss", "min")
+    assert update(ckpt, 1, 1e6, "val/loss") is True
+    assert ckpt.best_path.is_file() and load(ckpt.best_path)["epoch"] == 1
+
+
+def test_checkpointer_paths(tmp_path):
+    ckpt = Checkpointer(tmp_path / "c", "val/acc", "max")
+    assert ckpt.best_path == tmp_path / "c" / "best.pt"
+    assert ckpt.last_path == tmp_path / "c" / "last.pt"
+
+
+def test_saved_checkpoint_has_the_permissions_of_a_normal_file(tmp_path):
+    old = os.umask(0o022)
+    try:
+        save_atomic(payload(), tmp_path / "best.pt")
+        (tmp_path / "plain.txt").write_text("x")
+    finally:
+        os.umask(old)
+    plain_mode = stat.S_IMODE((tmp_path / "plain.txt").stat().st_mode)
+    assert plain_mode == 0o644
+    assert stat.S_IMODE((tmp_path / "best.pt").stat().st_mode) == plain_mode
