@@ -77,9 +77,12 @@ def _train_task(cfg) -> None:
 
     from trainlab.errors import TrainingDiverged, TrainlabError
 
+    from trainlab.config import validate
+
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
-        from trainlab.run import train  # torch is imported here, not before
+        cfg = validate(cfg)  # before torch is imported: a bad value fails in a fraction of a second
+        from trainlab.run import train
 
         train(cfg, run_dir)
     except TrainingDiverged as error:
