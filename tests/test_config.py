@@ -227,3 +227,17 @@ def test_instantiate_error_is_one_line():
     with pytest.raises(ConfigError) as caught:
         instantiate(node, "schedule")
     assert "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize("monitor, mode, wanted", [("val/loss", "max", "min"), ("val/acc", "min", "max")])
+def test_monitor_and_mode_that_would_keep_the_worst_epoch_are_refused(monitor, mode, wanted):
+    cfg = composed()
+    cfg.trainer.monitor, cfg.trainer.mode = monitor, mode
+    with pytest.raises(ConfigError, match=f"trainer.mode={mode} .* use trainer.mode={wanted}"):
+        validate(cfg)
+
+
+def test_monitor_val_loss_with_min_mode_is_accepted():
+    cfg = composed()
+    cfg.trainer.monitor, cfg.trainer.mode = "val/loss", "min"
+    assert validate(cfg).trainer.mode == "min"

@@ -121,6 +121,12 @@ def validate(cfg: DictConfig) -> DictConfig:
     checked.trainer = _typed(TrainerSchema, checked.trainer, "trainer", allow_extra=False)
     checked.dataset = _typed(DatasetSchema, checked.dataset, "dataset", allow_extra=True)
     _check(checked.trainer, "trainer", TRAINER_RULES)
+    wanted_mode = "min" if checked.trainer.monitor.endswith("loss") else "max"
+    if checked.trainer.mode != wanted_mode:
+        raise ConfigError(
+            f"trainer.mode={checked.trainer.mode} with trainer.monitor={checked.trainer.monitor} would keep the "
+            f"worst epoch as best.pt; use trainer.mode={wanted_mode}"
+        )
     _check(checked.dataset, "dataset", DATASET_RULES)
     ops = checked.augmentation.get("ops")
     if ops is not None and not isinstance(ops, DictConfig):
