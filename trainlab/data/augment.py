@@ -14,9 +14,13 @@ import torch.nn.functional as F
 from trainlab.errors import ConfigError
 
 
-def _check_probability(name: str, p: float) -> None:
+# Ops raise ValueError for impossible parameters; the builder (trainlab.config.instantiate) turns that
+# into one line naming the op's key, e.g. "augmentation.ops.crop: ... padding=-1: must be >= 0".
+
+
+def _check_probability(p: float) -> None:
     if not 0.0 <= p <= 1.0:
-        raise ConfigError(f"augmentation.ops.{name}.p={p}: a probability must be in [0, 1]")
+        raise ValueError(f"p={p}: a probability must be in [0, 1]")
 
 
 def _coin(n: int, p: float, generator: torch.Generator, device: torch.device) -> torch.Tensor:
@@ -28,7 +32,7 @@ class HorizontalFlip:
     """Mirror each image left-right with probability `p`."""
 
     def __init__(self, p: float = 0.5):
-        _check_probability("flip", p)
+        _check_probability(p)
         self.p = p
 
     def __call__(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -44,9 +48,9 @@ class RandomCrop:
 
     def __init__(self, padding: int = 4, padding_mode: str = "zeros"):
         if padding < 0:
-            raise ConfigError(f"augmentation.ops.crop.padding={padding}: must be >= 0")
+            raise ValueError(f"padding={padding}: must be >= 0")
         if padding_mode not in ("zeros", "reflect"):
-            raise ConfigError(f"augmentation.ops.crop.padding_mode={padding_mode!r}: must be zeros or reflect")
+            raise ValueError(f"padding_mode={padding_mode!r}: must be zeros or reflect")
         self.padding = padding
         self.padding_mode = padding_mode
 
@@ -57,7 +61,7 @@ class RandomCrop:
         p = self.padding
         if self.padding_mode == "reflect":
             if p >= min(h, w):
-                raise ConfigError(f"augmentation.ops.crop.padding={p}: reflect padding must be < image size {min(h, w)}")
+                raise ValueError(f"padding={p}: reflect padding must be smaller than the image ({min(h, w)} pixels)")
             # reflect padding is not implemented for integer tensors; the values stay exact in float
             padded = F.pad(images.float(), (p, p, p, p), mode="reflect").to(images.dtype)
         else:
@@ -75,18 +79,32 @@ class RandomCrop:
 
 
 class Pipeline:
-    """Ops applied in order; each is called as op(images, generator)."""
+    """Named ops applied in order; each is called as op(images, generator)."""
 
-    def __init__(self, ops: list):
-        self.ops = list(ops)
+    def __init__(self, ops: dict | list):
+        self.ops = dict(ops) if isinstance(ops, dict) else {f"op{i}": op for i, op in enumerate(ops)}
 
     def __call__(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        for op in self.ops:
+        for op in self.ops.values():
             images = op(images, generator)
         return images
+
+    def check(self, input_shape: tuple[int, int, int]) -> None:
+        """Run every op once on a blank batch of the dataset's shape, so that a parameter that does not
+        fit the images (reflect padding wider than the image, say) fails at start, naming the op."""
+        images = torch.zeros(2, *input_shape, dtype=torch.uint8)
+        generator = torch.Generator().manual_seed(0)
+        for name, op in self.ops.items():
+            try:
+                images = op(images, generator)
+            except ValueError as error:
+                raise ConfigError(f"augmentation.ops.{name}: {error}") from None
+            if images.shape[1:] != input_shape or images.dtype != torch.uint8:
+                raise ConfigError(f"augmentation.ops.{name}: turned {list(input_shape)} uint8 images into "
+                                  f"{list(images.shape[1:])} {images.dtype}; ops must keep shape and dtype")
 
     def __len__(self) -> int:
         return len(self.ops)
 
     def __repr__(self) -> str:
-        return "Pipeline(" + ", ".join(repr(op) for op in self.ops) + ")"
+        return "Pipeline(" + ", ".join(f"{name}={op!r}" for name, op in self.ops.items()) + ")"
