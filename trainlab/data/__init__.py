@@ -46,9 +46,12 @@ def split_train_val(dataset: ImageDataset, val_size, train_size, seed: int):
             dataset.train_images[val_idx], dataset.train_labels[val_idx])
 
 
-def build_augmentation(ops_cfg, input_shape: tuple[int, int, int]) -> Pipeline:
-    """The named ops of augmentation.ops, in order, checked against the dataset's image shape."""
+def build_augmentation(ops_cfg, input_shape: tuple[int, int, int], train_images=None) -> Pipeline:
+    """The named ops of augmentation.ops, in order, fitted to the training images (for ops that learn
+    from data) and checked against the dataset's image shape."""
     pipeline = Pipeline({name: instantiate(op, f"augmentation.ops.{name}") for name, op in (ops_cfg or {}).items()})
+    if train_images is not None:
+        pipeline.fit(train_images)
     pipeline.check(input_shape)
     return pipeline
 
@@ -60,7 +63,7 @@ def build_data(cfg, device: torch.device, seed: int, channels_last: bool = False
     if val_y.numel() == 0:
         raise ConfigError("dataset.val_size=0: best.pt is chosen on the validation split; hold out at least one example")
     normalize = Normalize(*channel_stats(train_x)).to(device)
-    augment = build_augmentation(cfg.augmentation.get("ops"), dataset.input_shape)
+    augment = build_augmentation(cfg.augmentation.get("ops"), dataset.input_shape, train_x)
     on_device = [t.to(device, non_blocking=True) for t in (train_x, train_y, val_x, val_y,
                                                             dataset.test_images, dataset.test_labels)]
     train_x, train_y, val_x, val_y, test_x, test_y = on_device

@@ -89,6 +89,13 @@ class Pipeline:
             images = op(images, generator)
         return images
 
+    def fit(self, images: torch.Tensor) -> "Pipeline":
+        """Give ops that learn from data (e.g. PCA lighting's colour eigenvectors) the training split."""
+        for op in self.ops.values():
+            if hasattr(op, "fit"):
+                op.fit(images)
+        return self
+
     def check(self, input_shape: tuple[int, int, int]) -> None:
         """Run every op once on a blank batch of the dataset's shape, so that a parameter that does not
         fit the images (reflect padding wider than the image, say) fails at start, naming the op."""
