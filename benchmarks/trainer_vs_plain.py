@@ -24,7 +24,7 @@ from torch.utils.tensorboard import SummaryWriter
 
 from trainlab.data.datasets import load_fashion_mnist, make_synthetic
 from trainlab.data.loader import DeviceLoader
-from trainlab.data.normalize import Normalize, channel_stats
+from trainlab.data.preprocess import MeanStd
 from trainlab.models.cnn import CNN
 from trainlab.monitor.console import EpochBar
 from trainlab.optim import cosine_schedule
@@ -66,7 +66,7 @@ def main() -> None:
         data = make_synthetic(num_train=args.steps * args.batch_size)
     count = args.steps * args.batch_size
     images, labels = data.train_images[:count], data.train_labels[:count]
-    normalize = Normalize(*channel_stats(images))
+    normalize = MeanStd().fit(images)
     pre_normalized = normalize(images)  # the plain loop's data: already float
 
     torch.manual_seed(0)

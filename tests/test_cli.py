@@ -93,7 +93,8 @@ def test_best_checkpoint_reproduces_logged_val_accuracy(synthetic_run):
     best = torch.load(run_dir / "checkpoints" / "best.pt", weights_only=True)
     config = OmegaConf.create(best["config"])
     data = build_data(config, torch.device("cpu"), config.seed)
-    assert torch.allclose(data.normalize.mean, best["normalization"]["mean"])
+    assert best["preprocess"]["name"] == "mean_std"
+    assert torch.allclose(data.preprocess.state["mean"], best["preprocess"]["mean"])
     model = build_model(config.model, data.input_shape, data.num_classes)
     model.load_state_dict(best["model"])
     trainer = Trainer(model, None, None, torch.device("cpu"))

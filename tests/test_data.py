@@ -1,4 +1,4 @@
-"""Data: IDX files, Fashion-MNIST lookup, synthetic data, splits, normalization, augmentation, loaders."""
+"""Data: IDX files, Fashion-MNIST lookup, synthetic data, splits, augmentation, loaders."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from trainlab.data import datasets as datasets_module
 from trainlab.data.augment import HorizontalFlip, Pipeline, RandomCrop
 from trainlab.data.datasets import FASHION_MNIST_FILES, ImageDataset, load_fashion_mnist, make_synthetic, read_idx
 from trainlab.data.loader import DeviceLoader
-from trainlab.data.normalize import Normalize, channel_stats
+from trainlab.data.preprocess import MeanStd, Preprocessor
 from trainlab.data.splits import stratified_split, val_count
 from trainlab.errors import ConfigError, DataNotFoundError
 
@@ -41,9 +41,14 @@ def write_idx(path: Path, array: np.ndarray) -> Path:
     return path
 
 
-def identity_normalize() -> Normalize:
-    """x -> x / 255 (mean 0, std 1 on the [0, 1] scale)."""
-    return Normalize(torch.zeros(1), torch.ones(1))
+def identity_normalize() -> Preprocessor:
+    """x -> x / 255 (preprocess=none)."""
+    return Preprocessor()
+
+
+def mean_std(mean: torch.Tensor, std: torch.Tensor) -> MeanStd:
+    """A MeanStd preprocessor with given statistics (instead of fitted ones)."""
+    return MeanStd().load_state_dict({"name": "mean_std", "mean": mean, "std": std})
 
 
 # ================================================================ read_idx
@@ -317,42 +322,6 @@ def test_split_train_val_train_size_takes_the_first_remaining_in_order():
     assert torch.equal(val_y, dataset.train_labels[sorted(held_out)])
 
 
-# ================================================================ normalization
-
-
-def test_channel_stats_match_torch_population_stats():
-    gen = torch.Generator().manual_seed(0)
-    images = torch.randint(0, 256, (21, 3, 6, 5), generator=gen, dtype=torch.uint8)
-    scaled = images.double() / 255
-    for chunk in (8192, 4):  # one chunk, and several uneven chunks
-        mean, std = channel_stats(images, chunk=chunk)
-        assert mean.shape == (3,) and std.shape == (3,)
-        torch.testing.assert_close(mean.double(), scaled.mean(dim=(0, 2, 3)), rtol=1e-6, atol=1e-6)
-        torch.testing.assert_close(std.double(), scaled.std(dim=(0, 2, 3), unbiased=False), rtol=1e-5, atol=1e-6)
-
-
-def test_normalize_gives_zero_mean_unit_std_on_the_training_data():
-    gen = torch.Generator().manual_seed(1)
-    images = torch.randint(0, 256, (40, 3, 8, 8), generator=gen, dtype=torch.uint8)
-    images[:, 1] //= 4  # channels with different statistics
-    images[:, 2] = images[:, 2] // 2 + 100
-    normalize = Normalize(*channel_stats(images))
-    out = normalize(images)
-    assert out.dtype == torch.float32 and out.shape == images.shape
-    torch.testing.assert_close(out.mean(dim=(0, 2, 3)), torch.zeros(3), atol=1e-4, rtol=0)
-    torch.testing.assert_close(out.std(dim=(0, 2, 3), unbiased=False), torch.ones(3), atol=1e-4, rtol=0)
-
-
-def test_normalize_formula_and_state_dict():
-    mean, std = torch.tensor([0.2, 0.5]), torch.tensor([0.1, 0.25])
-    images = torch.randint(0, 256, (3, 2, 4, 4), generator=torch.Generator().manual_seed(2), dtype=torch.uint8)
-    expected = (images.float() / 255 - mean.view(1, 2, 1, 1)) / std.view(1, 2, 1, 1)
-    normalize = Normalize(mean, std)
-    torch.testing.assert_close(normalize(images), expected, rtol=1e-5, atol=1e-5)
-    state = normalize.state_dict()
-    assert torch.equal(state["mean"], mean) and torch.equal(state["std"], std)
-
-
 # ================================================================ augmentation
 
 
@@ -522,7 +491,7 @@ def test_loader_length(n, batch_size, drop_last, expected):
 def test_loader_unshuffled_keeps_order_and_batches_are_normalized_floats():
     images, labels = encoded_data(10)
     mean, std = torch.tensor([0.3, 0.6]), torch.tensor([0.2, 0.1])
-    loader = DeviceLoader(images, labels, 4, normalize=Normalize(mean, std))
+    loader = DeviceLoader(images, labels, 4, normalize=mean_std(mean, std))
     seen = []
     for batch, batch_labels in loader:
         assert batch.dtype == torch.float32

@@ -14,7 +14,7 @@ from trainlab.checkpoint import Checkpointer, load
 from trainlab.data import split_train_val
 from trainlab.data.datasets import make_synthetic
 from trainlab.data.loader import DeviceLoader
-from trainlab.data.normalize import Normalize, channel_stats
+from trainlab.data.preprocess import MeanStd
 from trainlab.models.mlp import MLP
 from trainlab.optim import build_optimizer, build_schedule
 from trainlab.train import Trainer
@@ -58,7 +58,7 @@ class Data:
     def __init__(self):
         dataset = make_synthetic(num_train=600, num_test=100, generator_seed=0)
         self.train_x, self.train_y, self.val_x, self.val_y = split_train_val(dataset, 100, None, seed=0)
-        self.normalize = Normalize(*channel_stats(self.train_x))
+        self.normalize = MeanStd().fit(self.train_x)
         self.input_shape = dataset.input_shape
 
     def train_loader(self, seed=1):

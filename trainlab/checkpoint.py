@@ -2,7 +2,7 @@
 
 A checkpoint holds only tensors and plain Python values (no pickled classes), so it loads safely and
 outside trainlab. best.pt: the weights that scored best on the monitored metric, with what is needed
-to use them (normalization statistics, the resolved config). last.pt: everything needed to resume.
+to use them (preprocessing statistics, the resolved config). last.pt: everything needed to resume.
 """
 
 from __future__ import annotations

@@ -65,7 +65,8 @@ def choices() -> dict[str, Any]:
         return {}
     picked = HydraConfig.get().runtime.choices
     return {group: picked.get(group) for group in
-            ("dataset", "augmentation", "model", "init", "optimizer", "schedule", "trainer") if group in picked}
+            ("dataset", "preprocess", "augmentation", "model", "init", "optimizer", "schedule", "trainer")
+            if group in picked}
 
 
 def log_hparams(writer, cfg: DictConfig, summary: dict) -> None:
@@ -140,7 +141,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
     params = count_parameters(model)
     checkpointer = checkpoint.Checkpointer(
         run_dir / "checkpoints", trainer_cfg.monitor, trainer_cfg.mode,
-        extra={"normalization": data.normalize.state_dict(), "config": plain_cfg, "classes": data.classes},
+        extra={"preprocess": data.preprocess.state_dict(), "config": plain_cfg, "classes": data.classes},
     )
     summary: dict[str, Any] = {
         "status": "running", "run_dir": str(run_dir), "device": str(device), "params": params,
@@ -153,7 +154,8 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
     )
     writer = SummaryWriter(log_dir=str(run_dir / "tensorboard"))
     trainer = Trainer(model, optimizer, scheduler, device, label_smoothing=trainer_cfg.label_smoothing, amp=amp,
-                      log_every=trainer_cfg.log_every, writer=writer, reporter=reporter, checkpointer=checkpointer)
+                      log_every=trainer_cfg.log_every, writer=writer, reporter=reporter, checkpointer=checkpointer,
+                      mix=data.mix)
     start_epoch = 1
     if trainer_cfg.resume:
         start_epoch = resume(trainer_cfg.resume, plain_cfg, trainer, checkpointer, data.train, device)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import torch
 import torch.nn.functional as F
@@ -44,6 +44,7 @@ class Trainer:
         writer: Any = None,
         reporter: Optional[ConsoleReporter] = None,
         checkpointer: Optional[Checkpointer] = None,
+        mix: Optional[Callable] = None,
     ):
         self.model = model
         self.optimizer = optimizer
@@ -56,6 +57,7 @@ class Trainer:
         self.writer = writer
         self.reporter = reporter or ConsoleReporter(progress=False)
         self.checkpointer = checkpointer
+        self.mix = mix  # batch-level mixing (mixup/cutmix): (images, labels, generator) -> (images, soft targets)
         self.step = 0
 
     def _autocast(self):
@@ -80,9 +82,13 @@ class Trainer:
         seen = 0
         last = len(loader) - 1
         for index, (images, labels) in enumerate(loader):
+            targets = labels
+            if self.mix is not None:
+                images, targets = self.mix(images, labels, loader.generator)
+                labels = targets.argmax(dim=1)  # train/acc counts the dominant label of a mixed sample
             with self._autocast():
                 logits = self.model(images)
-                loss = F.cross_entropy(logits, labels, label_smoothing=self.label_smoothing)
+                loss = F.cross_entropy(logits, targets, label_smoothing=self.label_smoothing)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             lr_used = self.lr

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
 
 import torch
 
@@ -10,7 +11,8 @@ from trainlab.config import instantiate
 from trainlab.data.augment import Pipeline
 from trainlab.data.datasets import ImageDataset, load_dataset
 from trainlab.data.loader import DeviceLoader
-from trainlab.data.normalize import Normalize, channel_stats
+from trainlab.data.mixing import Mixer
+from trainlab.data.preprocess import MeanStd, Preprocessor
 from trainlab.data.splits import stratified_split, val_count
 from trainlab.errors import ConfigError
 
@@ -22,8 +24,9 @@ class DataBundle:
     train: DeviceLoader
     val: DeviceLoader
     test: DeviceLoader
-    normalize: Normalize
+    preprocess: Preprocessor
     augment: Pipeline
+    mix: Optional[Mixer]
     input_shape: tuple[int, int, int]
     classes: list[str]
 
@@ -46,6 +49,24 @@ def split_train_val(dataset: ImageDataset, val_size, train_size, seed: int):
             dataset.train_images[val_idx], dataset.train_labels[val_idx])
 
 
+def build_preprocess(preprocess_cfg, train_images, device: torch.device) -> Preprocessor:
+    """The `preprocess` option fitted on the training images (mean/std when no option is given)."""
+    preprocessor = instantiate(preprocess_cfg, "preprocess") if preprocess_cfg is not None else MeanStd()
+    if not isinstance(preprocessor, Preprocessor):
+        raise ConfigError(f"preprocess._target_ built a {type(preprocessor).__name__}, not a Preprocessor")
+    return preprocessor.fit(train_images).to(device)
+
+
+def build_mix(mix_cfg, num_classes: int) -> Optional[Mixer]:
+    """augmentation.mix (mixup/cutmix settings) as a Mixer, or None when absent."""
+    if not mix_cfg:
+        return None
+    try:
+        return Mixer(num_classes, **mix_cfg)
+    except (ValueError, TypeError) as error:
+        raise ConfigError(f"augmentation.mix: {error}") from None
+
+
 def build_augmentation(ops_cfg, input_shape: tuple[int, int, int], train_images=None) -> Pipeline:
     """The named ops of augmentation.ops, in order, fitted to the training images (for ops that learn
     from data) and checked against the dataset's image shape."""
@@ -62,20 +83,21 @@ def build_data(cfg, device: torch.device, seed: int, channels_last: bool = False
     train_x, train_y, val_x, val_y = split_train_val(dataset, cfg.dataset.val_size, cfg.dataset.train_size, seed)
     if val_y.numel() == 0:
         raise ConfigError("dataset.val_size=0: best.pt is chosen on the validation split; hold out at least one example")
-    normalize = Normalize(*channel_stats(train_x)).to(device)
+    preprocess = build_preprocess(cfg.get("preprocess"), train_x, device)
     augment = build_augmentation(cfg.augmentation.get("ops"), dataset.input_shape, train_x)
     on_device = [t.to(device, non_blocking=True) for t in (train_x, train_y, val_x, val_y,
                                                             dataset.test_images, dataset.test_labels)]
     train_x, train_y, val_x, val_y, test_x, test_y = on_device
-    common = dict(normalize=normalize, channels_last=channels_last)
+    common = dict(normalize=preprocess, channels_last=channels_last)
     trainer = cfg.trainer
     return DataBundle(
         train=DeviceLoader(train_x, train_y, trainer.batch_size, augment=augment if len(augment) else None,
                            shuffle=True, drop_last=trainer.drop_last, seed=seed + 1, **common),
         val=DeviceLoader(val_x, val_y, trainer.eval_batch_size, **common),
         test=DeviceLoader(test_x, test_y, trainer.eval_batch_size, **common),
-        normalize=normalize,
+        preprocess=preprocess,
         augment=augment,
+        mix=build_mix(cfg.augmentation.get("mix"), dataset.num_classes),
         input_shape=dataset.input_shape,
         classes=dataset.classes,
     )
