@@ -22,6 +22,7 @@ from trainlab.models import build_model, count_parameters
 from trainlab.monitor.console import ConsoleReporter
 from trainlab.optim import build_optimizer, build_schedule
 from trainlab.train import Trainer
+from trainlab.tta import build_views
 
 
 def resolve_device(name: str) -> torch.device:
@@ -131,6 +132,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
     model = model.to(device, memory_format=torch.channels_last) if use_channels_last else model.to(device)
     optimizer = build_optimizer(cfg.optimizer, model)
     scheduler = build_schedule(cfg.schedule, optimizer, len(data.train), trainer_cfg.epochs)
+    tta_views = build_views(**cfg.tta) if cfg.get("tta") else None
     amp = switch(trainer_cfg.amp, auto=on_cuda)
     if amp and device.type == "cpu":
         reporter.info("note: trainer.amp=true on CPU: bf16 autocast on CPU is slow on most CPUs")
@@ -167,9 +169,13 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
         model.load_state_dict(best["model"])
         tested = time.perf_counter()
         test = trainer.evaluate(data.test)
-        test_seconds = time.perf_counter() - tested
         writer.add_scalar("test/loss", test["loss"], trainer.step)
         writer.add_scalar("test/acc", test["acc"], trainer.step)
+        if tta_views is not None:  # the same weights, scored again with test-time augmentation
+            summary["test_tta"] = trainer.evaluate(data.test.with_views(tta_views))
+            writer.add_scalar("test_tta/loss", summary["test_tta"]["loss"], trainer.step)
+            writer.add_scalar("test_tta/acc", summary["test_tta"]["acc"], trainer.step)
+        test_seconds = time.perf_counter() - tested
         summary.update(
             status="completed",
             epochs_run=fit.epochs_run,

@@ -122,7 +122,11 @@ class Trainer:
         seen = 0
         for images, labels in loader:
             with self._autocast():
-                logits = self.model(images)
+                if images.dim() == 5:  # TTA views [V, N, ...]: average the predicted probabilities
+                    probs = torch.stack([self.model(view).float().softmax(dim=1) for view in images]).mean(dim=0)
+                    logits = probs.clamp_min(1e-12).log()  # log-probabilities: cross-entropy is their NLL
+                else:
+                    logits = self.model(images)
             loss_sum += F.cross_entropy(logits.float(), labels, reduction="sum")
             correct += (logits.argmax(dim=1) == labels).sum()
             seen += labels.shape[0]

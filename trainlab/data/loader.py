@@ -6,6 +6,7 @@ torch.Generator per loader, so an epoch costs no host round trip and a run is re
 
 from __future__ import annotations
 
+import copy
 import math
 from typing import Callable, Iterator, Optional
 
@@ -25,6 +26,7 @@ class DeviceLoader:
         drop_last: bool = False,
         seed: int = 0,
         channels_last: bool = False,
+        views: Optional[Callable] = None,
     ):
         if images.shape[0] != labels.shape[0]:
             raise ValueError(f"{images.shape[0]} images but {labels.shape[0]} labels")
@@ -36,6 +38,7 @@ class DeviceLoader:
         self.shuffle = shuffle
         self.drop_last = drop_last
         self.channels_last = channels_last
+        self.views = views  # test-time augmentation: uint8 batch -> list of views
         self.generator = torch.Generator(device=images.device).manual_seed(seed)
 
     @property
@@ -59,7 +62,17 @@ class DeviceLoader:
                 images, labels = self.images[index], self.labels[index]
             if self.augment is not None:
                 images = self.augment(images, self.generator)
-            images = self.normalize(images)
-            if self.channels_last:
-                images = images.contiguous(memory_format=torch.channels_last)
-            yield images, labels
+            if self.views is not None:  # [V, N, C, H, W]: the trainer averages over the views
+                yield torch.stack([self._prepare(view) for view in self.views(images)]), labels
+            else:
+                yield self._prepare(images), labels
+
+    def _prepare(self, images: torch.Tensor) -> torch.Tensor:
+        images = self.normalize(images)
+        return images.contiguous(memory_format=torch.channels_last) if self.channels_last else images
+
+    def with_views(self, views: Callable) -> "DeviceLoader":
+        """The same data and preprocessing, each batch given as several views (for TTA)."""
+        twin = copy.copy(self)
+        twin.views = views
+        return twin

@@ -93,6 +93,8 @@ class ConsoleReporter:
         table.add_row(f"best {best['metric']}", f"{format_metric(best['metric'], best['value'])} (epoch {best['epoch']})")
         for name in ("acc", "loss"):
             table.add_row(f"test {name}", format_metric(name, summary["test"][name]))
+        if "test_tta" in summary:
+            table.add_row("test acc with TTA", format_metric("acc", summary["test_tta"]["acc"]))
         table.add_row("epochs run", f"{summary['epochs_run']}/{summary['epochs']}")
         table.add_row("train time", f"{summary['time']['train_s']:.1f} s")
         table.add_row("samples/s (train)", f"{summary['train_samples_per_s']:,.0f}")
