@@ -292,3 +292,32 @@ def test_divergence_stops_a_run_but_not_a_sweep(tmp_path):
     assert sweep.returncode == 0, sweep.stderr[-2000:]
     statuses = [json.loads((f / "summary.json").read_text())["status"] for f in run_folders(tmp_path, "multirun")]
     assert statuses == ["diverged", "completed"]
+
+
+def test_augment_writes_a_grid_png_and_logs_it_to_tensorboard(tmp_path):
+    from torchvision.io import read_image
+
+    result = run_trainlab(["augment", "dataset=synthetic", "augmentation=flip_crop", "augmentation.ops.crop.padding=6",
+                           "grid.images=3", "grid.versions=4"], tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    (png,) = (tmp_path / "outputs" / "augment").rglob("augment.png")
+    assert str(png) in result.stdout.replace("\n", "")
+    grid = read_image(str(png))
+    tile, pad = 28 * 2, 2  # 28x28 images drawn x2
+    assert grid.shape[1:] == (3 * (tile + pad) + pad, 5 * (tile + pad) + pad)
+    row = [grid[:, pad:pad + tile, pad + c * (tile + pad):pad + c * (tile + pad) + tile] for c in range(5)]
+    assert sum(not torch.equal(row[0], other) for other in row[1:]) >= 3, "the draws differ from the original"
+    events = EventAccumulator(str(png.parent / "tensorboard"))
+    events.Reload()
+    assert "augment/grid" in events.Tags()["images"]
+
+
+def test_grid_rows_start_with_the_originals():
+    from trainlab.data.augment import HorizontalFlip, Pipeline
+    from trainlab.show import grid_rows
+
+    originals = torch.randint(0, 256, (2, 1, 4, 5), dtype=torch.uint8)
+    tiles = grid_rows(originals, Pipeline({"flip": HorizontalFlip(p=1.0)}), None, 3, torch.Generator())
+    assert tiles.shape == (8, 1, 4, 5)
+    assert torch.equal(tiles[0], originals[0]) and torch.equal(tiles[4], originals[1])
+    assert torch.equal(tiles[1], originals[0].flip(-1)) and torch.equal(tiles[7], originals[1].flip(-1))

@@ -8,6 +8,7 @@ from __future__ import annotations
 import sys
 from datetime import datetime
 from pathlib import Path
+from typing import Callable
 
 USAGE = """usage: trainlab <command> [options] [overrides]
 
@@ -17,6 +18,8 @@ commands:
             trainlab train -m optimizer=sgd,adam        a sweep: one run folder per job
             trainlab train --help                       config groups and their options
             trainlab train --cfg job                    print the composed config
+  augment   write a PNG grid of augmented training images (and log it to TensorBoard)
+            trainlab augment augmentation=strong
 
 Runs land in outputs/train/<date>/<time>/ (sweeps in outputs/multirun/...);
 look at them with: tensorboard --logdir outputs
@@ -54,8 +57,8 @@ def _overrides_key(args: list[str], key: str) -> bool:
     return any(arg.split("=", 1)[0].lstrip("+~") == key for arg in args)
 
 
-def hydra_argv(args: list[str], cwd: Path, now: datetime) -> list[str]:
-    """Hydra's argv for `trainlab train ARGS`: the user's ./configs on the search path, a claimed run folder."""
+def hydra_argv(args: list[str], cwd: Path, now: datetime, command: str = "train") -> list[str]:
+    """Hydra's argv for `trainlab COMMAND ARGS`: the user's ./configs on the search path, a claimed run folder."""
     argv = list(args)
     user_configs = cwd / "configs"
     if user_configs.is_dir() and user_configs.resolve() != config_dir().resolve() \
@@ -64,50 +67,69 @@ def hydra_argv(args: list[str], cwd: Path, now: datetime) -> list[str]:
     if any(a.split("=", 1)[0] in INFO_FLAGS for a in args):
         return argv
     multirun = "-m" in args or "--multirun" in args
-    key, sub = ("hydra.sweep.dir", "multirun") if multirun else ("hydra.run.dir", "train")
+    key, sub = ("hydra.sweep.dir", "multirun") if multirun else ("hydra.run.dir", command)
     if not _overrides_key(args, key):
         argv.append(f"{key}={claim_run_dir(cwd / 'outputs' / sub, now).as_posix()}")
     return argv
 
 
-def _train_task(cfg) -> None:
-    from hydra.core.hydra_config import HydraConfig
+def _train(cfg, run_dir: Path) -> None:
+    from trainlab.run import train  # torch is imported here, not before
 
-    from hydra.types import RunMode
+    train(cfg, run_dir)
 
-    from trainlab.errors import TrainingDiverged, TrainlabError
 
-    from trainlab.config import validate
+def _augment(cfg, run_dir: Path) -> None:
+    from trainlab.show import augment_grid
 
-    run_dir = Path(HydraConfig.get().runtime.output_dir)
-    try:
-        cfg = validate(cfg)  # before torch is imported: a bad value fails in a fraction of a second
-        from trainlab.run import train
+    augment_grid(cfg, run_dir)
 
-        train(cfg, run_dir)
-    except TrainingDiverged as error:
-        print(f"trainlab: error: {error}", file=sys.stderr)
-        if HydraConfig.get().mode != RunMode.MULTIRUN:
+
+def guarded(work: Callable, command: str) -> Callable:
+    """The Hydra task for `work(cfg, run_dir)`: config checked first, errors as one line, Ctrl-C explained."""
+
+    def task(cfg) -> None:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        from trainlab.config import validate
+        from trainlab.errors import TrainingDiverged, TrainlabError
+
+        run_dir = Path(HydraConfig.get().runtime.output_dir)
+        try:
+            work(validate(cfg), run_dir)  # validate before torch is imported: bad values fail at once
+        except TrainingDiverged as error:
+            print(f"trainlab: error: {error}", file=sys.stderr)
+            if HydraConfig.get().mode != RunMode.MULTIRUN:
+                sys.exit(2)
+            # in a sweep, a diverging learning rate is a result (summary.json says "diverged"): go on
+        except TrainlabError as error:
+            print(f"trainlab: error: {error}", file=sys.stderr)
             sys.exit(2)
-        # in a sweep, a diverging learning rate is a result (summary.json says "diverged"): go on
-    except TrainlabError as error:
-        print(f"trainlab: error: {error}", file=sys.stderr)
-        sys.exit(2)
-    except KeyboardInterrupt:
-        print(f"trainlab: interrupted; continue with: trainlab train <same overrides> trainer.resume={run_dir}",
-              file=sys.stderr)
-        sys.exit(130)
+        except KeyboardInterrupt:
+            if command == "train":
+                print("trainlab: interrupted; continue with: trainlab train <same overrides> "
+                      f"trainer.resume={run_dir}", file=sys.stderr)
+            sys.exit(130)
+
+    return task
 
 
-def train_command(args: list[str]) -> None:
-    import hydra
+def hydra_command(command: str, config_name: str, work: Callable) -> Callable[[list[str]], None]:
+    def run(args: list[str]) -> None:
+        import hydra
 
-    sys.argv = ["trainlab train"] + hydra_argv(args, Path.cwd(), datetime.now())
-    main_function = hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="train")(_train_task)
-    main_function()
+        sys.argv = [f"trainlab {command}"] + hydra_argv(args, Path.cwd(), datetime.now(), command)
+        hydra.main(version_base="1.3", config_path=str(config_dir()), config_name=config_name)(
+            guarded(work, command))()
+
+    return run
 
 
-COMMANDS = {"train": train_command}
+COMMANDS = {
+    "train": hydra_command("train", "train", _train),
+    "augment": hydra_command("augment", "augment", _augment),
+}
 
 
 def main(argv: list[str] | None = None) -> None:
