@@ -206,13 +206,19 @@ def test_instantiate_builds_the_target_with_kwargs():
 
 def test_instantiate_with_a_bad_target_names_the_key_and_target():
     node = OmegaConf.create({"_target_": "torch.optim.NoSuchOptimizer", "_partial_": True, "lr": 0.1})
-    with pytest.raises(ConfigError, match=r"^optimizer: cannot build torch\.optim\.NoSuchOptimizer"):
+    with pytest.raises(ConfigError, match=r"^optimizer\._target_=torch\.optim\.NoSuchOptimizer: torch\.optim has no"):
+        instantiate(node, "optimizer")
+
+
+def test_instantiate_with_a_misspelt_target_suggests_the_close_names():
+    node = OmegaConf.create({"_target_": "torch.optim.Adamm", "_partial_": True})
+    with pytest.raises(ConfigError, match=r"did you mean torch\.optim\.Adam"):
         instantiate(node, "optimizer")
 
 
 def test_instantiate_with_a_bad_module_names_the_key():
     node = OmegaConf.create({"_target_": "no_such_module.Thing"})
-    with pytest.raises(ConfigError, match=r"^model: "):
+    with pytest.raises(ConfigError, match=r"^model\._target_=no_such_module\.Thing: no module 'no_such_module'"):
         instantiate(node, "model")
 
 

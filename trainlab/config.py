@@ -140,11 +140,31 @@ def switch(value: str, auto: bool) -> bool:
     return auto if value == "auto" else value == "true"
 
 
+def check_target(target: str, key: str) -> None:
+    """A _target_ that does not exist: one line naming it, with the closest names in its module."""
+    import difflib
+    import importlib
+
+    module_name, _, name = target.rpartition(".")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError:
+        raise ConfigError(f"{key}._target_={target}: no module {module_name!r}") from None
+    if not hasattr(module, name):
+        public = [n for n in dir(module) if not n.startswith("_")]
+        close = difflib.get_close_matches(name, public, n=3, cutoff=0.5)
+        hint = f"; did you mean {', '.join(f'{module_name}.{c}' for c in close)}?" if close else ""
+        raise ConfigError(f"{key}._target_={target}: {module_name} has no {name!r}{hint}")
+
+
 def instantiate(node: Any, key: str, **kwargs: Any) -> Any:
     """hydra.utils.instantiate, with a failure turned into one line that names the config key."""
     from hydra.errors import InstantiationException
     from hydra.utils import instantiate as hydra_instantiate
 
+    target = node.get("_target_") if isinstance(node, (dict, DictConfig)) else None
+    if isinstance(target, str) and "." in target:
+        check_target(target, key)
     try:
         return hydra_instantiate(node, _convert_="all", **kwargs)
     except InstantiationException as error:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Optional
 
@@ -70,6 +71,10 @@ def build_mix(mix_cfg, num_classes: int) -> Optional[Mixer]:
 def build_augmentation(ops_cfg, input_shape: tuple[int, int, int], train_images=None) -> Pipeline:
     """The named ops of augmentation.ops, in order, fitted to the training images (for ops that learn
     from data) and checked against the dataset's image shape."""
+    for name, op in (ops_cfg or {}).items():
+        if not isinstance(op, Mapping) or "_target_" not in op:
+            raise ConfigError(f"augmentation.ops.{name}: no _target_; each op names its class, e.g. "
+                              "_target_: trainlab.data.augment.HorizontalFlip")
     pipeline = Pipeline({name: instantiate(op, f"augmentation.ops.{name}") for name, op in (ops_cfg or {}).items()})
     if train_images is not None:
         pipeline.fit(train_images)
