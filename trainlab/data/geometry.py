@@ -56,11 +56,13 @@ def warp_affine(images: torch.Tensor, forward: torch.Tensor, fill: float = 0.0,
     pixels that come from outside the image get `fill` (0-255).
     """
     n, c, h, w = images.shape
-    inverse = torch.linalg.inv(forward.float())
-    # pixel coordinates -> normalized [-1, 1] (align_corners=True: -1 and 1 are the edge pixel centres)
-    to_norm = torch.tensor([[2 / max(w - 1, 1), 0, -1], [0, 2 / max(h - 1, 1), -1], [0, 0, 1]],
-                           device=images.device)
-    theta = (to_norm @ inverse @ torch.linalg.inv(to_norm))[:, :2, :]
+    # inv_ex: torch.linalg.inv checks for singular matrices, which makes the CPU wait for the GPU
+    inverse = torch.linalg.inv_ex(forward.float()).inverse
+    # pixel coordinates <-> normalized [-1, 1] (align_corners=True: -1 and 1 are the edge pixel centres)
+    sx, sy = 2 / max(w - 1, 1), 2 / max(h - 1, 1)
+    to_norm = torch.tensor([[sx, 0, -1], [0, sy, -1], [0, 0, 1]], device=images.device)
+    from_norm = torch.tensor([[1 / sx, 0, 1 / sx], [0, 1 / sy, 1 / sy], [0, 0, 1]], device=images.device)
+    theta = (to_norm @ inverse @ from_norm)[:, :2, :]
     grid = F.affine_grid(theta, [n, c, h, w], align_corners=True)
     # sample an extra all-ones channel to know which output pixels came from outside the image
     source = torch.cat([images.float(), torch.ones(n, 1, h, w, device=images.device)], dim=1)
