@@ -21,12 +21,12 @@ from trainlab.errors import ConfigError
 # into one line naming the op's key, e.g. "augmentation.ops.crop: ... padding=-1: must be >= 0".
 
 
-def _check_probability(p: float) -> None:
+def check_probability(p: float) -> None:
     if not 0.0 <= p <= 1.0:
         raise ValueError(f"p={p}: a probability must be in [0, 1]")
 
 
-def _coin(n: int, p: float, generator: torch.Generator, device: torch.device) -> torch.Tensor:
+def coin(n: int, p: float, generator: torch.Generator, device: torch.device) -> torch.Tensor:
     """A boolean per sample, True with probability p, shaped to broadcast over [N, C, H, W]."""
     return (torch.rand(n, generator=generator, device=device) < p).view(n, 1, 1, 1)
 
@@ -35,11 +35,11 @@ class HorizontalFlip:
     """Mirror each image left-right with probability `p`."""
 
     def __init__(self, p: float = 0.5):
-        _check_probability(p)
+        check_probability(p)
         self.p = p
 
     def __call__(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        flip = _coin(images.shape[0], self.p, generator, images.device)
+        flip = coin(images.shape[0], self.p, generator, images.device)
         return torch.where(flip, images.flip(-1), images)
 
     def __repr__(self) -> str:
@@ -197,11 +197,11 @@ class VerticalFlip:
     microscopy and medical images; the flip-axis counterpart of HorizontalFlip)."""
 
     def __init__(self, p: float = 0.5):
-        _check_probability(p)
+        check_probability(p)
         self.p = p
 
     def __call__(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        flip = _coin(images.shape[0], self.p, generator, images.device)
+        flip = coin(images.shape[0], self.p, generator, images.device)
         return torch.where(flip, images.flip(-2), images)
 
     def __repr__(self) -> str:
@@ -229,7 +229,7 @@ class RandomResizedCrop:
     def __init__(self, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), p: float = 1.0):
         self.scale = _check_range("scale", scale, positive=True, at_most=1.0)
         self.ratio = _check_range("ratio", ratio, positive=True)
-        _check_probability(p)
+        check_probability(p)
         self.p = p
 
     def _draw(self, images: torch.Tensor, generator: torch.Generator) -> dict:
@@ -304,7 +304,7 @@ class RandomAffine:
         self.translate = translate_
         self.scale = _check_range("scale", scale, positive=True)
         self.shear = shear_
-        _check_probability(p)
+        check_probability(p)
         self.p = p
         self.fill = _check_fill("fill", fill)
 
@@ -350,7 +350,7 @@ class ElasticDistortion:
         for name, value in (("alpha", alpha), ("sigma", sigma)):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
                 raise ValueError(f"{name}={value!r}: must be a finite number >= 0")
-        _check_probability(p)
+        check_probability(p)
         self.alpha = alpha
         self.sigma = sigma
         self.p = p
@@ -407,7 +407,7 @@ class Cutout:
         for name, value in (("size", size), ("holes", holes)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name}={value!r}: must be an integer >= 1")
-        _check_probability(p)
+        check_probability(p)
         self.size = size
         self.holes = holes
         self.p = p
@@ -452,7 +452,7 @@ class RandomErasing:
     """
 
     def __init__(self, p: float = 0.5, scale=(0.02, 0.33), ratio=(0.3, 3.3), value=0):
-        _check_probability(p)
+        check_probability(p)
         self.p = p
         self.scale = _check_range("scale", scale, at_most=1.0)
         self.ratio = _check_range("ratio", ratio, positive=True)

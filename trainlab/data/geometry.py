@@ -53,7 +53,8 @@ def warp_affine(images: torch.Tensor, forward: torch.Tensor, fill: float = 0.0,
     """Warp uint8 images [N, C, H, W] by per-sample forward pixel maps [N, 3, 3]; returns uint8.
 
     Output pixel p takes the input at forward^-1 p (inverse mapping, as every image warp does);
-    pixels that come from outside the image get `fill` (0-255).
+    pixels that come from outside the image get `fill` (0-255). With mode="nearest", a source point
+    exactly halfway between two pixels may round to the other neighbour than torchvision's does.
     """
     n, c, h, w = images.shape
     # inv_ex: torch.linalg.inv checks for singular matrices, which makes the CPU wait for the GPU
