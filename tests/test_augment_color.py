@@ -8,7 +8,7 @@ import torch
 from torchvision.transforms.v2 import functional as TF
 
 from trainlab.data import color
-from trainlab.data.augment import Pipeline
+from trainlab.data.pipeline import Pipeline
 from trainlab.data.color import ColorJitter, PCALighting
 
 

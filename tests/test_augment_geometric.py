@@ -10,8 +10,9 @@ import torch
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
-from trainlab.data.augment import (Cutout, ElasticDistortion, Pipeline, RandomAffine, RandomErasing,
-                                   RandomResizedCrop, VerticalFlip)
+from trainlab.data.augment import (Cutout, ElasticDistortion, RandomAffine, RandomErasing, RandomResizedCrop,
+                                   VerticalFlip)
+from trainlab.data.pipeline import Pipeline
 from trainlab.errors import ConfigError
 
 

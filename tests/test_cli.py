@@ -313,7 +313,8 @@ def test_augment_writes_a_grid_png_and_logs_it_to_tensorboard(tmp_path):
 
 
 def test_grid_rows_start_with_the_originals():
-    from trainlab.data.augment import HorizontalFlip, Pipeline
+    from trainlab.data.augment import HorizontalFlip
+    from trainlab.data.pipeline import Pipeline
     from trainlab.show import grid_rows
 
     originals = torch.randint(0, 256, (2, 1, 4, 5), dtype=torch.uint8)

@@ -15,7 +15,8 @@ import torch
 
 from trainlab.data import split_train_val
 from trainlab.data import datasets as datasets_module
-from trainlab.data.augment import HorizontalFlip, Pipeline, RandomCrop
+from trainlab.data.augment import HorizontalFlip, RandomCrop
+from trainlab.data.pipeline import Pipeline
 from trainlab.data.datasets import FASHION_MNIST_FILES, ImageDataset, load_fashion_mnist, make_synthetic, read_idx
 from trainlab.data.loader import DeviceLoader
 from trainlab.data.preprocess import MeanStd, Preprocessor

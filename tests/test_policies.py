@@ -10,7 +10,7 @@ from torchvision.transforms import v2 as T
 from torchvision.transforms.v2 import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
-from trainlab.data.augment import Pipeline
+from trainlab.data.pipeline import Pipeline
 from trainlab.data.policies import (AUTOAUGMENT_BINS, AUTOAUGMENT_POLICIES, AUTOAUGMENT_SPACE, RANDAUGMENT_SPACE,
                                     TRIVIALAUGMENT_SPACE, AutoAugment, RandAugment, TrivialAugmentWide, apply_op,
                                     apply_per_sample, magnitude_table)

@@ -9,7 +9,7 @@ from typing import Optional
 import torch
 
 from trainlab.config import instantiate
-from trainlab.data.augment import Pipeline
+from trainlab.data.pipeline import Pipeline
 from trainlab.data.datasets import ImageDataset, load_dataset
 from trainlab.data.loader import DeviceLoader
 from trainlab.data.mixing import Mixer
