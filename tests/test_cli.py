@@ -322,3 +322,54 @@ def test_grid_rows_start_with_the_originals():
     assert tiles.shape == (8, 1, 4, 5)
     assert torch.equal(tiles[0], originals[0]) and torch.equal(tiles[4], originals[1])
     assert torch.equal(tiles[1], originals[0].flip(-1)) and torch.equal(tiles[7], originals[1].flip(-1))
+
+
+def write_image_folder(root: Path, classes=("cat", "dog", "fox"), per_class=10, with_test=True) -> Path:
+    from torchvision.io import write_png
+
+    gen = torch.Generator().manual_seed(0)
+    for split, count in (("train", per_class), ("test", 3)) if with_test else (("train", per_class),):
+        for k, name in enumerate(classes):
+            folder = root / split / name
+            folder.mkdir(parents=True)
+            for i in range(count):  # each class its own colour, plus noise: learnable
+                image = torch.full((3, 12, 12), 40, dtype=torch.uint8)
+                image[k] = 200
+                image = (image.int() + torch.randint(-30, 30, (3, 12, 12), generator=gen)).clamp(0, 255).to(torch.uint8)
+                write_png(image, str(folder / f"{i}.png"))
+    return root
+
+
+@pytest.mark.parametrize("memory, path", [("2048", "in memory"), ("0", "streamed")])
+def test_imagefolder_trains_in_memory_and_streamed(tmp_path, memory, path):
+    root = write_image_folder(tmp_path / "pets")
+    result = run_trainlab(["train", "dataset=imagefolder", f"dataset.root={root}", "dataset.image_size=8",
+                           f"dataset.max_memory_mb={memory}", "dataset.val_size=6", "dataset.num_workers=0",
+                           "model=mlp", "model.hidden=[16]", "optimizer.lr=0.01", "trainer.epochs=3",
+                           "trainer.batch_size=8", "augmentation=flip"], tmp_path)
+    assert result.returncode == 0, f"{path}: {result.stderr[-3000:]}"
+    (run_dir,) = run_folders(tmp_path)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert (summary["train_size"], summary["val_size"], summary["test_size"]) == (24, 6, 9)
+    assert summary["test"]["acc"] > 0.5, "three colours are easy to tell apart"
+    best = torch.load(run_dir / "checkpoints" / "best.pt", weights_only=True)
+    assert best["classes"] == ["cat", "dog", "fox"]
+    assert (root / ".trainlab_cache").exists() == (path == "in memory")
+
+
+def test_imagefolder_without_test_split_reports_no_test(tmp_path):
+    root = write_image_folder(tmp_path / "pets", with_test=False)
+    result = run_trainlab(["train", "dataset=imagefolder", f"dataset.root={root}", "dataset.image_size=8",
+                           "dataset.val_size=6", "dataset.num_workers=0", "model=mlp", "model.hidden=[8]",
+                           "trainer.epochs=1"], tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (run_dir,) = run_folders(tmp_path)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["test"] is None
+
+
+def test_empty_class_folder_fails_with_its_name(tmp_path):
+    root = write_image_folder(tmp_path / "pets")
+    (root / "train" / "owl").mkdir()
+    result = run_trainlab(["train", "dataset=imagefolder", f"dataset.root={root}", "dataset.image_size=8"], tmp_path)
+    assert result.returncode == 2 and "owl" in result.stderr and "Traceback" not in result.stderr

@@ -45,6 +45,8 @@ class DatasetSchema:
     train_size: Optional[int] = None
     val_size: Any = 5000  # a count, or a fraction in (0, 1) of the training split
     download: bool = True
+    folds: Optional[int] = None  # k-fold cross-validation: k >= 2, with `fold` the validation fold
+    fold: int = 0
 
 
 def _positive_int(value: Any) -> bool:
@@ -77,6 +79,8 @@ def _valid_val_size(value: Any) -> bool:
 DATASET_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "train_size": (lambda v: v is None or v >= 1, "null (all) or a whole number >= 1"),
     "val_size": (_valid_val_size, "a count >= 0 or a fraction in (0, 1)"),
+    "folds": (lambda v: v is None or v >= 2, "null (no cross-validation) or a whole number >= 2"),
+    "fold": (lambda v: v >= 0, "a whole number >= 0"),
 }
 
 
@@ -91,6 +95,8 @@ def _typed(schema: type, node: DictConfig, prefix: str, allow_extra: bool) -> Di
         try:
             typed[key] = node[key]
         except OmegaConfBaseException:
+            if OmegaConf.is_missing(node, key):
+                raise ConfigError(f"{prefix}.{key}: has no value (???); set it, e.g. {prefix}.{key}=...") from None
             want = next(f.type for f in fields(schema) if f.name == key)
             want = str(want).replace("typing.", "").replace("Optional[int]", "int or null")
             raise ConfigError(f"{prefix}.{key}={node[key]!r}: expected {want}") from None
@@ -128,6 +134,9 @@ def validate(cfg: DictConfig) -> DictConfig:
             f"worst epoch as best.pt; use trainer.mode={wanted_mode}"
         )
     _check(checked.dataset, "dataset", DATASET_RULES)
+    folds, fold = checked.dataset.folds, checked.dataset.fold
+    if (folds is None and fold != 0) or (folds is not None and fold >= folds):
+        raise ConfigError(f"dataset.fold={fold}: must be in 0..k-1 with dataset.folds=k (now dataset.folds={folds})")
     ops = checked.augmentation.get("ops")
     if ops is not None and not isinstance(ops, DictConfig):
         raise ConfigError("augmentation.ops: must be a mapping of op name -> op config (a named dict)")

@@ -70,20 +70,35 @@ def choices() -> dict[str, Any]:
             if group in picked}
 
 
+def test_best_weights(trainer: Trainer, test_loader, tta_views, writer) -> dict:
+    """Score the test split once (and again with TTA views, if any); test is None when there is no test split."""
+    if test_loader.num_samples == 0:
+        return {"test": None}
+    results = {"test": trainer.evaluate(test_loader)}
+    if tta_views is not None:  # the same weights, scored again with test-time augmentation
+        results["test_tta"] = trainer.evaluate(test_loader.with_views(tta_views))
+    for split, metrics in results.items():
+        for name, value in metrics.items():
+            writer.add_scalar(f"{split}/{name}", value, trainer.step)
+    return results
+
+
 def log_hparams(writer, cfg: DictConfig, summary: dict) -> None:
     """The run's choices and key values with its results, for TensorBoard's HParams tab (compares sweeps)."""
     hparams = {group: str(option) for group, option in summary["choices"].items()}
     hparams.update({"optimizer.lr": float(cfg.optimizer.get("lr", 0.0)), "trainer.batch_size": cfg.trainer.batch_size,
                     "trainer.epochs": cfg.trainer.epochs, "seed": cfg.seed})
     best = summary["best"]
-    metrics = {f"hparam/best_{best['metric'].replace('/', '_')}": best["value"],
-               "hparam/test_acc": summary["test"]["acc"], "hparam/test_loss": summary["test"]["loss"]}
+    metrics = {f"hparam/best_{best['metric'].replace('/', '_')}": best["value"]}
+    if summary["test"] is not None:
+        metrics.update({"hparam/test_acc": summary["test"]["acc"], "hparam/test_loss": summary["test"]["loss"]})
     writer.add_hparams(hparams, metrics, run_name=".", global_step=summary["steps"])
 
 
 # Keys that may differ between a run and its resumption: they change how it runs, not what it computes.
 RESUME_FREE_KEYS = {"trainer.resume", "trainer.device", "trainer.progress", "trainer.log_every",
-                    "trainer.eval_batch_size", "dataset.root", "dataset.system_root", "dataset.download"}
+                    "trainer.eval_batch_size", "dataset.root", "dataset.system_root", "dataset.download",
+                    "dataset.num_workers", "dataset.cache_dir"}
 
 
 def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
@@ -168,19 +183,12 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
         best = checkpoint.load(checkpointer.best_path, map_location=device)
         model.load_state_dict(best["model"])
         tested = time.perf_counter()
-        test = trainer.evaluate(data.test)
-        writer.add_scalar("test/loss", test["loss"], trainer.step)
-        writer.add_scalar("test/acc", test["acc"], trainer.step)
-        if tta_views is not None:  # the same weights, scored again with test-time augmentation
-            summary["test_tta"] = trainer.evaluate(data.test.with_views(tta_views))
-            writer.add_scalar("test_tta/loss", summary["test_tta"]["loss"], trainer.step)
-            writer.add_scalar("test_tta/acc", summary["test_tta"]["acc"], trainer.step)
+        summary.update(test_best_weights(trainer, data.test, tta_views, writer))
         test_seconds = time.perf_counter() - tested
         summary.update(
             status="completed",
             epochs_run=fit.epochs_run,
             best=checkpointer.best(),
-            test=test,
             final={k: v for k, v in fit.history[-1].items() if k != "epoch"},
             time={"train_s": fit.train_seconds, "eval_s": fit.eval_seconds + test_seconds,
                   "total_s": time.perf_counter() - started},

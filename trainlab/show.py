@@ -7,8 +7,9 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig
 
-from trainlab.data import build_augmentation, build_mix, split_train_val
+from trainlab.data import STATS_SAMPLES, build_augmentation, build_mix, split_train_val
 from trainlab.data.datasets import load_dataset
+from trainlab.data.stream import StreamedDataset, sample_images, split_streamed
 from trainlab.errors import ConfigError
 from trainlab.run import resolve_device
 
@@ -37,7 +38,11 @@ def augment_grid(cfg: DictConfig, run_dir: Path) -> Path:
     device = resolve_device(cfg.trainer.device)
     torch.manual_seed(cfg.seed)
     dataset = load_dataset(cfg.dataset)
-    train_x, _, _, _ = split_train_val(dataset, cfg.dataset.val_size, cfg.dataset.train_size, cfg.seed)
+    split = (cfg.dataset.val_size, cfg.dataset.train_size, cfg.seed, cfg.dataset.get("folds"), cfg.dataset.get("fold", 0))
+    if isinstance(dataset, StreamedDataset):  # too large for memory: decode just a sample of the training files
+        train_x = sample_images(split_streamed(dataset, *split)[0], STATS_SAMPLES, cfg.seed, dataset.num_workers)
+    else:
+        train_x = split_train_val(dataset, *split)[0]
     pipeline = build_augmentation(cfg.augmentation.get("ops"), dataset.input_shape, train_x)
     mix = build_mix(cfg.augmentation.get("mix"), dataset.num_classes)
     generator = torch.Generator(device=device).manual_seed(cfg.seed)

@@ -1,4 +1,4 @@
-"""Data: datasets as uint8 tensors, splits, normalization, on-device augmentation and loaders."""
+"""Data: datasets as uint8 tensors (or streamed files), splits, preprocessing, on-device augmentation, loaders."""
 
 from __future__ import annotations
 
@@ -10,11 +10,12 @@ import torch
 
 from trainlab.config import instantiate
 from trainlab.data.pipeline import Pipeline
-from trainlab.data.datasets import ImageDataset, load_dataset
+from trainlab.data.datasets import load_dataset
 from trainlab.data.loader import DeviceLoader
 from trainlab.data.mixing import Mixer
 from trainlab.data.preprocess import MeanStd, Preprocessor
-from trainlab.data.splits import stratified_split, val_count
+from trainlab.data.splits import split_train_val
+from trainlab.data.stream import StreamedDataset, StreamLoader, sample_images, split_streamed
 from trainlab.errors import ConfigError
 
 
@@ -22,9 +23,9 @@ from trainlab.errors import ConfigError
 class DataBundle:
     """Everything the trainer needs from the data: loaders plus what describes them."""
 
-    train: DeviceLoader
-    val: DeviceLoader
-    test: DeviceLoader
+    train: DeviceLoader | StreamLoader
+    val: DeviceLoader | StreamLoader
+    test: DeviceLoader | StreamLoader
     preprocess: Preprocessor
     augment: Pipeline
     mix: Optional[Mixer]
@@ -34,20 +35,6 @@ class DataBundle:
     @property
     def num_classes(self) -> int:
         return len(self.classes)
-
-
-def split_train_val(dataset: ImageDataset, val_size, train_size, seed: int):
-    """(train images, train labels, val images, val labels): val held out first, then the first N for training.
-
-    Holding out the validation split before `train_size` is applied keeps it the same whatever
-    train_size is, so runs on different amounts of data are scored on the same examples.
-    """
-    count = val_count(val_size, dataset.train_labels.numel())
-    train_idx, val_idx = stratified_split(dataset.train_labels, count, seed)
-    if train_size is not None:
-        train_idx = train_idx[:train_size]
-    return (dataset.train_images[train_idx], dataset.train_labels[train_idx],
-            dataset.train_images[val_idx], dataset.train_labels[val_idx])
 
 
 def build_preprocess(preprocess_cfg, train_images, device: torch.device) -> Preprocessor:
@@ -82,12 +69,19 @@ def build_augmentation(ops_cfg, input_shape: tuple[int, int, int], train_images=
     return pipeline
 
 
+NO_VAL = "dataset.val_size=0: best.pt is chosen on the validation split; hold out at least one example"
+STATS_SAMPLES = 2048  # images decoded to fit preprocessing and data-driven ops when a dataset streams
+
+
 def build_data(cfg, device: torch.device, seed: int, channels_last: bool = False) -> DataBundle:
     """Load the dataset named in cfg.dataset, split it, move it to `device` and wrap it in loaders."""
     dataset = load_dataset(cfg.dataset)
-    train_x, train_y, val_x, val_y = split_train_val(dataset, cfg.dataset.val_size, cfg.dataset.train_size, seed)
+    if isinstance(dataset, StreamedDataset):
+        return build_streamed(cfg, dataset, device, seed, channels_last)
+    train_x, train_y, val_x, val_y = split_train_val(dataset, cfg.dataset.val_size, cfg.dataset.train_size, seed,
+                                                     cfg.dataset.get("folds"), cfg.dataset.get("fold", 0))
     if val_y.numel() == 0:
-        raise ConfigError("dataset.val_size=0: best.pt is chosen on the validation split; hold out at least one example")
+        raise ConfigError(NO_VAL)
     preprocess = build_preprocess(cfg.get("preprocess"), train_x, device)
     augment = build_augmentation(cfg.augmentation.get("ops"), dataset.input_shape, train_x)
     on_device = [t.to(device, non_blocking=True) for t in (train_x, train_y, val_x, val_y,
@@ -107,3 +101,26 @@ def build_data(cfg, device: torch.device, seed: int, channels_last: bool = False
         classes=dataset.classes,
     )
 
+
+def build_streamed(cfg, dataset: StreamedDataset, device: torch.device, seed: int, channels_last: bool) -> DataBundle:
+    """The same bundle for a dataset too large for memory: files decoded by DataLoader workers, batch by batch."""
+    data_cfg, trainer = cfg.dataset, cfg.trainer
+    train_files, val_files = split_streamed(dataset, data_cfg.val_size, data_cfg.train_size, seed,
+                                            data_cfg.get("folds"), data_cfg.get("fold", 0))
+    if len(val_files) == 0:
+        raise ConfigError(NO_VAL)
+    sample = sample_images(train_files, STATS_SAMPLES, seed, dataset.num_workers)
+    preprocess = build_preprocess(cfg.get("preprocess"), sample, device)
+    augment = build_augmentation(cfg.augmentation.get("ops"), dataset.input_shape, sample)
+    common = dict(normalize=preprocess, channels_last=channels_last, device=device, num_workers=dataset.num_workers)
+    return DataBundle(
+        train=StreamLoader(train_files, trainer.batch_size, augment=augment if len(augment) else None,
+                           shuffle=True, drop_last=trainer.drop_last, seed=seed + 1, **common),
+        val=StreamLoader(val_files, trainer.eval_batch_size, **common),
+        test=StreamLoader(dataset.test, trainer.eval_batch_size, **common),
+        preprocess=preprocess,
+        augment=augment,
+        mix=build_mix(cfg.augmentation.get("mix"), dataset.num_classes),
+        input_shape=dataset.input_shape,
+        classes=dataset.classes,
+    )

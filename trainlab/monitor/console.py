@@ -92,7 +92,7 @@ class ConsoleReporter:
         table.add_column("value", justify="right")
         table.add_row(f"best {best['metric']}", f"{format_metric(best['metric'], best['value'])} (epoch {best['epoch']})")
         for name in ("acc", "loss"):
-            table.add_row(f"test {name}", format_metric(name, summary["test"][name]))
+            table.add_row(f"test {name}", format_metric(name, (summary["test"] or {}).get(name)))
         if "test_tta" in summary:
             table.add_row("test acc with TTA", format_metric("acc", summary["test_tta"]["acc"]))
         table.add_row("epochs run", f"{summary['epochs_run']}/{summary['epochs']}")
@@ -101,6 +101,5 @@ class ConsoleReporter:
         table.add_row("device", summary["device"])
         table.add_row("parameters", f"{summary['params']:,}")
         self.console.print(table)
-        log.info("best %s %.6f (epoch %s); test acc %.6f loss %.6f", best["metric"], best["value"], best["epoch"],
-                 summary["test"]["acc"], summary["test"]["loss"])
+        log.info("best %s %.6f (epoch %s); test %s", best["metric"], best["value"], best["epoch"], summary["test"])
         self.console.print(f"run folder: {summary['run_dir']}", highlight=False, soft_wrap=True)
