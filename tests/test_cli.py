@@ -373,3 +373,37 @@ def test_empty_class_folder_fails_with_its_name(tmp_path):
     (root / "train" / "owl").mkdir()
     result = run_trainlab(["train", "dataset=imagefolder", f"dataset.root={root}", "dataset.image_size=8"], tmp_path)
     assert result.returncode == 2 and "owl" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["augmentation=flip", "augmentation.ops.flip.p=1.5"], "augmentation.ops.flip: cannot build trainlab.data.augment.HorizontalFlip: p=1.5: a probability must be in [0, 1]"),
+    (["augmentation=mixup", "augmentation.mix.mixup_alpha=-1"], "augmentation.mix: mixup_alpha=-1"),
+    (["augmentation=cutout", "augmentation.ops.cutout.size=40"], "augmentation.ops.cutout: size=40"),
+    (["+augmentation.ops.blur._target_=trainlab.data.augment.GaussianBlur"], "augmentation.ops.blur._target_=trainlab.data.augment.GaussianBlur: trainlab.data.augment has no 'GaussianBlur'"),
+    (["dataset.folds=5", "dataset.fold=5"], "dataset.fold=5: must be in 0..k-1"),
+])
+def test_bad_augmentation_and_split_settings_fail_at_start(tmp_path, overrides, message):
+    result = run_trainlab(["train", "dataset=synthetic", *overrides], tmp_path)
+    assert result.returncode == 2, result.stderr[-2000:]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("trainlab: error:")]
+    assert len(errors) == 1 and message in errors[0], result.stderr[-2000:]
+    assert not list((tmp_path / "outputs").rglob("*.pt")), "nothing was trained"
+
+
+def test_one_op_can_be_changed_or_dropped_from_the_command_line(tmp_path):
+    result = run_trainlab(["train", "augmentation=standard", "augmentation.ops.crop.padding=2", "~augmentation.ops.flip",
+                           "--cfg", "job"], tmp_path)
+    assert result.returncode == 0, result.stderr
+    ops = OmegaConf.create(result.stdout).augmentation.ops
+    assert list(ops) == ["crop"] and ops.crop.padding == 2
+
+
+def test_kfold_validation_folds_partition_the_training_split(tmp_path):
+    base = ["train", "dataset=synthetic", "dataset.num_train=300", "dataset.folds=3", "model=mlp",
+            "model.hidden=[8]", "trainer.epochs=1"]
+    for fold in range(3):
+        result = run_trainlab([*base, f"dataset.fold={fold}", f"hydra.run.dir=fold{fold}"], tmp_path)
+        assert result.returncode == 0, result.stderr[-2000:]
+    sizes = [json.loads((tmp_path / f"fold{k}" / "summary.json").read_text()) for k in range(3)]
+    assert [s["val_size"] for s in sizes] == [100, 100, 100]
+    assert all(s["train_size"] == 200 for s in sizes)
