@@ -39,7 +39,7 @@ def sweep_expansions(args: list[str]) -> list[list[str]]:
 
 PARSER = OverridesParser.create()
 COMMANDS = shown_commands()
-TRAIN_COMMANDS = [c for c in COMMANDS if c.startswith("trainlab train")]
+TRAIN_COMMANDS = [c for c in COMMANDS if c.startswith(("trainlab train", "trainlab augment"))]
 
 
 def test_readme_shows_the_two_setup_commands_and_they_exist():
@@ -63,7 +63,7 @@ def test_train_command_composes(command, tmp_path):
         assert result.returncode == 0, result.stderr
         return
     for single in sweep_expansions(args[1:]):
-        result = run_trainlab(["train", *single, "--cfg", "job"], tmp_path)
+        result = run_trainlab([args[0], *single, "--cfg", "job"], tmp_path)
         assert result.returncode == 0, f"{command} -> {single}: {result.stderr}"
         config = OmegaConf.create(result.stdout)
         for override in single:
