@@ -31,8 +31,10 @@ def coin(n: int, p: float, generator: torch.Generator, device: torch.device) -> 
     return (torch.rand(n, generator=generator, device=device) < p).view(n, 1, 1, 1)
 
 
-class HorizontalFlip:
-    """Mirror each image left-right with probability `p`."""
+class _Flip:
+    """Mirror each image along `dim` with probability `p` (each sample its own coin)."""
+
+    dim = -1
 
     def __init__(self, p: float = 0.5):
         check_probability(p)
@@ -40,10 +42,16 @@ class HorizontalFlip:
 
     def __call__(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         flip = coin(images.shape[0], self.p, generator, images.device)
-        return torch.where(flip, images.flip(-1), images)
+        return torch.where(flip, images.flip(self.dim), images)
 
     def __repr__(self) -> str:
-        return f"HorizontalFlip(p={self.p})"
+        return f"{type(self).__name__}(p={self.p})"
+
+
+class HorizontalFlip(_Flip):
+    """Mirror each image left-right with probability `p`."""
+
+    dim = -1
 
 
 class RandomCrop:
@@ -146,20 +154,11 @@ def _to_uint8(images: torch.Tensor) -> torch.Tensor:
     return images.round_().clamp_(0, 255).to(torch.uint8)
 
 
-class VerticalFlip:
+class VerticalFlip(_Flip):
     """Mirror each image top-bottom with probability `p` (for data without a natural "up": aerial,
-    microscopy and medical images; the flip-axis counterpart of HorizontalFlip)."""
+    microscopy and medical images)."""
 
-    def __init__(self, p: float = 0.5):
-        check_probability(p)
-        self.p = p
-
-    def __call__(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        flip = coin(images.shape[0], self.p, generator, images.device)
-        return torch.where(flip, images.flip(-2), images)
-
-    def __repr__(self) -> str:
-        return f"VerticalFlip(p={self.p})"
+    dim = -2
 
 
 class RandomResizedCrop:

@@ -13,7 +13,35 @@ from typing import Callable, Iterator, Optional
 import torch
 
 
-class DeviceLoader:
+class BatchFinisher:
+    """What happens to a uint8 batch once it is on the device, whichever loader brought it there:
+    augmentation, then preprocessing (and the memory format), once per view when TTA asks for views."""
+
+    augment: Optional[Callable]
+    views: Optional[Callable]
+    normalize: Callable[[torch.Tensor], torch.Tensor]
+    channels_last: bool
+    generator: torch.Generator
+
+    def finish(self, images: torch.Tensor) -> torch.Tensor:
+        if self.augment is not None:
+            images = self.augment(images, self.generator)
+        if self.views is not None:  # [V, N, C, H, W]: the trainer averages over the views
+            return torch.stack([self._prepare(view) for view in self.views(images)])
+        return self._prepare(images)
+
+    def _prepare(self, images: torch.Tensor) -> torch.Tensor:
+        images = self.normalize(images)
+        return images.contiguous(memory_format=torch.channels_last) if self.channels_last else images
+
+    def with_views(self, views: Callable):
+        """The same data and preprocessing, each batch given as several views (for TTA)."""
+        twin = copy.copy(self)
+        twin.views = views
+        return twin
+
+
+class DeviceLoader(BatchFinisher):
     def __init__(
         self,
         images: torch.Tensor,
@@ -60,19 +88,5 @@ class DeviceLoader:
             else:
                 index = order[window]
                 images, labels = self.images[index], self.labels[index]
-            if self.augment is not None:
-                images = self.augment(images, self.generator)
-            if self.views is not None:  # [V, N, C, H, W]: the trainer averages over the views
-                yield torch.stack([self._prepare(view) for view in self.views(images)]), labels
-            else:
-                yield self._prepare(images), labels
+            yield self.finish(images), labels
 
-    def _prepare(self, images: torch.Tensor) -> torch.Tensor:
-        images = self.normalize(images)
-        return images.contiguous(memory_format=torch.channels_last) if self.channels_last else images
-
-    def with_views(self, views: Callable) -> "DeviceLoader":
-        """The same data and preprocessing, each batch given as several views (for TTA)."""
-        twin = copy.copy(self)
-        twin.views = views
-        return twin

@@ -10,7 +10,6 @@ does, so the two loaders give the same batches for the same data and seed, and s
 
 from __future__ import annotations
 
-import copy
 import math
 import os
 import warnings
@@ -21,6 +20,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from trainlab.data.loader import BatchFinisher
 from trainlab.errors import DataNotFoundError
 
 
@@ -245,7 +245,7 @@ class _EpochBatches(Sampler):
         return len(self.batches)
 
 
-class StreamLoader:
+class StreamLoader(BatchFinisher):
     """DeviceLoader's interface over an ImageFiles dataset: yields (normalized float images, labels) on
     `device`, decoding in `num_workers` DataLoader processes (pinned memory and non-blocking copies on
     CUDA) and augmenting/normalizing batched on the device."""
@@ -318,23 +318,12 @@ class StreamLoader:
             for images, labels in _iterate(self._data_loader()):
                 images = images.to(self.device, non_blocking=True)
                 labels = labels.to(self.device, non_blocking=True)
-                if self.augment is not None:
-                    images = self.augment(images, self.generator)
-                if self.views is not None:  # [V, N, C, H, W]: the trainer averages over the views
-                    yield torch.stack([self._prepare(view) for view in self.views(images)]), labels
-                else:
-                    yield self._prepare(images), labels
+                yield self.finish(images), labels
         except Exception:
             self._loader = None  # its workers shut down now (see _iterate); a next epoch starts new ones
             raise
 
-    def _prepare(self, images: torch.Tensor) -> torch.Tensor:
-        images = self.normalize(images)
-        return images.contiguous(memory_format=torch.channels_last) if self.channels_last else images
-
     def with_views(self, views: Callable) -> "StreamLoader":
-        """The same data and preprocessing, each batch given as several views (for TTA)."""
-        twin = copy.copy(self)
-        twin.views = views
+        twin = super().with_views(views)
         twin._batches, twin._loader = _EpochBatches(), None  # its own DataLoader and workers
         return twin
