@@ -35,6 +35,7 @@ class TrainerSchema:
     amp: str = "auto"
     channels_last: str = "auto"
     progress: bool = True
+    model_summary: bool = True
     resume: Optional[str] = None
 
 

@@ -20,6 +20,7 @@ from trainlab.errors import ConfigError, TrainingDiverged
 from trainlab.init import apply_init
 from trainlab.models import build_model, count_parameters
 from trainlab.monitor.console import ConsoleReporter
+from trainlab.monitor.model_summary import summarize
 from trainlab.optim import build_optimizer, build_schedule
 from trainlab.train import Trainer
 from trainlab.tta import build_views
@@ -97,7 +98,7 @@ def log_hparams(writer, cfg: DictConfig, summary: dict) -> None:
 
 # Keys that may differ between a run and its resumption: they change how it runs, not what it computes.
 RESUME_FREE_KEYS = {"trainer.resume", "trainer.device", "trainer.progress", "trainer.log_every",
-                    "trainer.eval_batch_size", "dataset.root", "dataset.system_root", "dataset.download",
+                    "trainer.eval_batch_size", "trainer.model_summary", "dataset.root", "dataset.system_root", "dataset.download",
                     "dataset.num_workers", "dataset.cache_dir"}
 
 
@@ -156,12 +157,15 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
 
     plain_cfg = OmegaConf.to_container(cfg, resolve=True)
     params = count_parameters(model)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    if trainer_cfg.model_summary:
+        reporter.model_table(summarize(model, data.input_shape, device), params, trainable)
     checkpointer = checkpoint.Checkpointer(
         run_dir / "checkpoints", trainer_cfg.monitor, trainer_cfg.mode,
         extra={"preprocess": data.preprocess.state_dict(), "config": plain_cfg, "classes": data.classes},
     )
     summary: dict[str, Any] = {
-        "status": "running", "run_dir": str(run_dir), "device": str(device), "params": params,
+        "status": "running", "run_dir": str(run_dir), "device": str(device), "params": params, "trainable_params": trainable,
         "choices": choices(), "epochs": trainer_cfg.epochs, "epochs_run": 0,
         "train_size": data.train.num_samples, "val_size": data.val.num_samples, "test_size": data.test.num_samples,
     }

@@ -81,6 +81,17 @@ class ConsoleReporter:
         log.info(line + ("  * best" if is_best else ""))
         self.console.print(line + ("  [green]* best[/green]" if is_best else ""), highlight=False, soft_wrap=True)
 
+    def model_table(self, rows, total: int, trainable: int) -> None:
+        table = Table(title="model", show_header=True, header_style="bold", show_lines=False)
+        for column, justify in (("layer", "left"), ("type", "left"), ("output", "right"), ("params", "right")):
+            table.add_column(column, justify=justify)
+        for row in rows:
+            depth = row.name.count(".")
+            table.add_row("  " * depth + row.name.rsplit(".", 1)[-1], row.kind, row.output_shape, f"{row.params:,}")
+        table.caption = f"{total:,} parameters ({trainable:,} trainable)"
+        self.console.print(table)
+        log.info("model: %s parameters (%s trainable)", f"{total:,}", f"{trainable:,}")
+
     def info(self, message: str) -> None:
         log.info(message)
         self.console.print(message, highlight=False, soft_wrap=True)
