@@ -61,7 +61,7 @@ def test_cnn_stages_and_pools():
 
 @pytest.mark.parametrize("batch_norm", [True, False])
 def test_cnn_conv_bias_only_without_batch_norm(batch_norm):
-    model = CNN((1, 8, 8), 3, channels=(4, 8), batch_norm=batch_norm)
+    model = CNN((1, 8, 8), 3, channels=(4, 8), norm="batch" if batch_norm else "none")
     convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
     norms = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
     assert convs
