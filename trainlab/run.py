@@ -17,7 +17,7 @@ from trainlab import checkpoint
 from trainlab.config import switch, validate
 from trainlab.data import build_data
 from trainlab.errors import ConfigError, TrainingDiverged
-from trainlab.init import apply_init
+from trainlab.init import apply_init, check_init, needs_batch
 from trainlab.models import build_model, count_parameters
 from trainlab.monitor.console import ConsoleReporter
 from trainlab.monitor.model_summary import summarize
@@ -39,6 +39,17 @@ def resolve_device(name: str) -> torch.device:
     if name == "mps" and not torch.backends.mps.is_available():
         raise ConfigError("trainer.device=mps: MPS is not available here; use trainer.device=auto or cpu")
     return torch.device(name)
+
+
+def initialize_weights(model: torch.nn.Module, cfg: DictConfig, train_loader) -> dict:
+    """The `init` option, with gains that follow model.activation; LSUV gets one real training batch."""
+    activation, params = cfg.model.get("activation", "relu"), cfg.model.get("activation_params")
+    batch = None
+    if needs_batch(cfg.init):
+        state = train_loader.generator.get_state()  # borrowing a batch must not change the run's shuffling
+        batch, _ = next(iter(train_loader))
+        train_loader.generator.set_state(state)
+    return apply_init(model, cfg.init, activation=activation, activation_params=params, batch=batch)
 
 
 def seed_everything(seed: int, deterministic: bool) -> None:
@@ -137,6 +148,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
     cfg = validate(cfg)
     trainer_cfg = cfg.trainer
     device = resolve_device(trainer_cfg.device)
+    check_init(cfg.init, cfg.model.get("activation", "relu"), cfg.model.get("activation_params"))  # before data
     seed_everything(cfg.seed, trainer_cfg.deterministic)
     on_cuda = device.type == "cuda"
     reporter = ConsoleReporter(progress=trainer_cfg.progress)
@@ -144,8 +156,8 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
     use_channels_last = switch(trainer_cfg.channels_last, auto=on_cuda)
     data = build_data(cfg, device, cfg.seed, channels_last=use_channels_last)
     model = build_model(cfg.model, data.input_shape, data.num_classes)
-    apply_init(model, cfg.init)
     model = model.to(device, memory_format=torch.channels_last) if use_channels_last else model.to(device)
+    init_report = initialize_weights(model, cfg, data.train)
     optimizer = build_optimizer(cfg.optimizer, model)
     scheduler = build_schedule(cfg.schedule, optimizer, len(data.train), trainer_cfg.epochs)
     tta_views = build_views(**cfg.tta) if cfg.get("tta") else None
@@ -165,7 +177,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
         extra={"preprocess": data.preprocess.state_dict(), "config": plain_cfg, "classes": data.classes},
     )
     summary: dict[str, Any] = {
-        "status": "running", "run_dir": str(run_dir), "device": str(device), "params": params, "trainable_params": trainable,
+        "status": "running", "run_dir": str(run_dir), "device": str(device), "params": params, "trainable_params": trainable, "init": init_report,
         "choices": choices(), "epochs": trainer_cfg.epochs, "epochs_run": 0,
         "train_size": data.train.num_samples, "val_size": data.val.num_samples, "test_size": data.test.num_samples,
     }
