@@ -408,3 +408,25 @@ def test_kfold_validation_folds_partition_the_training_split(tmp_path):
     sizes = [json.loads((tmp_path / f"fold{k}" / "summary.json").read_text()) for k in range(3)]
     assert [s["val_size"] for s in sizes] == [100, 100, 100]
     assert all(s["train_size"] == 200 for s in sizes)
+
+
+def test_pretrain_then_linear_probe_through_the_cli(tmp_path):
+    small = ["dataset=synthetic", "model.channels=[8,16]", "optimizer.lr=0.003", "trainer.model_summary=false"]
+    pretrain = run_trainlab(["train", *small, "trainer.epochs=2", "hydra.run.dir=pre"], tmp_path)
+    assert pretrain.returncode == 0, pretrain.stderr[-2000:]
+    source = tmp_path / "pre" / "checkpoints" / "best.pt"
+    probe = run_trainlab(["train", *small, "experiment=linear_probe", f"model.pretrained={source}",
+                          "dataset.generator_seed=1", "dataset.num_classes=5", "trainer.epochs=1",
+                          "hydra.run.dir=probe"], tmp_path)
+    assert probe.returncode == 0, probe.stderr[-2000:]
+    assert "newly initialised: head.weight, head.bias" in probe.stdout
+    assert "frozen: model.freeze=backbone" in probe.stdout
+    summary = json.loads((tmp_path / "probe" / "summary.json").read_text())
+    assert summary["transfer"]["new"] == ["head.weight", "head.bias"] and summary["transfer"]["loaded"] > 0
+    assert summary["trainable_params"] == 16 * 5 + 5
+    before = torch.load(source, weights_only=True)["model"]
+    after = torch.load(tmp_path / "probe" / "checkpoints" / "last.pt", weights_only=True)["model"]
+    for key, tensor in before.items():
+        if not key.startswith("head."):
+            assert torch.equal(after[key], tensor), f"{key} moved although frozen"
+    assert after["head.weight"].shape == (5, 16)

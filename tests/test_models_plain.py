@@ -9,6 +9,7 @@ import torch
 from omegaconf import OmegaConf
 from torch import nn
 
+from trainlab.transfer import TRANSFER_DEFAULTS
 from trainlab.errors import ConfigError
 from trainlab.models import build_model, count_parameters
 from trainlab.models.cnn import CNN
@@ -405,7 +406,7 @@ def test_config_keys_are_the_constructor_keywords(name):
     cls = type(build_model(cfg, (1, 28, 28), 10))
     keywords = {p.name for p in inspect.signature(cls.__init__).parameters.values()
                 if p.kind is inspect.Parameter.KEYWORD_ONLY and p.name != "batch_norm"}
-    assert keywords == set(cfg.keys()) - {"_target_"}
+    assert keywords == set(cfg.keys()) - {"_target_"} - set(TRANSFER_DEFAULTS)  # transfer keys: not the class's
 
 
 def test_config_overrides_reach_the_model():

@@ -7,6 +7,7 @@ the config's *epochs* into steps, so a schedule keeps its meaning when the batch
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -18,13 +19,56 @@ from trainlab.config import instantiate
 from trainlab.errors import ConfigError
 
 
+def backbone_lr_scale(value: Any) -> float:
+    """optimizer.backbone_lr_scale (a trainlab key, not the torch class's): a number >= 0; null = 1."""
+    if value is None:
+        return 1.0
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        raise ConfigError(f"optimizer.backbone_lr_scale={value!r}: must be a number >= 0 "
+                          "(the backbone learns at optimizer.lr times it; the head at optimizer.lr)")
+    return float(value)
+
+
+def param_groups(model: torch.nn.Module, scale: float = 1.0, head_name: str = "head") -> list:
+    """The trainable parameters (requires_grad) for the optimizer: one plain list when scale == 1; else a
+    group "head" (the model's `head` module, at the optimizer's lr) and a group "backbone" (every other
+    trainable parameter; build_optimizer sets its lr to lr * scale). Empty groups are left out."""
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    if not trainable:
+        raise ConfigError("optimizer: the model has no trainable parameters (all have requires_grad=False; "
+                          "does model.freeze freeze everything?)")
+    if scale == 1.0:
+        return trainable
+    head = getattr(model, head_name, None)
+    if not isinstance(head, torch.nn.Module):
+        raise ConfigError(f"optimizer.backbone_lr_scale={scale:g}: this model has no `{head_name}` module to tell "
+                          "the classifier from the backbone; leave the scale at 1.0")
+    in_head = {id(p) for p in head.parameters()}
+    groups = [{"name": "head", "params": [p for p in trainable if id(p) in in_head]},
+              {"name": "backbone", "params": [p for p in trainable if id(p) not in in_head], "lr_scale": scale}]
+    return [group for group in groups if group["params"]]
+
+
 def build_optimizer(optimizer_cfg: DictConfig, model: torch.nn.Module) -> Optimizer:
-    factory = instantiate(optimizer_cfg, "optimizer")
-    params = [p for p in model.parameters() if p.requires_grad]
+    """The configured torch.optim class over the model's trainable parameters (frozen ones are left out).
+
+    optimizer.backbone_lr_scale (default 1.0) is taken out before the class is built: with a scale other
+    than 1 the head trains at optimizer.lr and the rest at optimizer.lr * scale, in two param groups
+    (head first, so param_groups[0]["lr"] is still optimizer.lr; each group carries its "name").
+    """
+    settings: dict[str, Any] = (OmegaConf.to_container(optimizer_cfg, resolve=True)
+                                if OmegaConf.is_config(optimizer_cfg) else dict(optimizer_cfg))
+    scale = backbone_lr_scale(settings.pop("backbone_lr_scale", 1.0))
+    factory = instantiate(OmegaConf.create(settings), "optimizer")
+    params = param_groups(model, scale)
     try:
-        return factory(params)
+        optimizer = factory(params)
     except (ValueError, TypeError) as error:  # torch's own checks, e.g. "Invalid learning rate: -1"
         raise ConfigError(f"optimizer: {error}") from None
+    for group in optimizer.param_groups:
+        if "lr_scale" in group:  # the group took the optimizer's lr; the backbone learns at a fraction of it
+            group["lr"] = group["lr"] * group["lr_scale"]
+    return optimizer
 
 
 def constant_schedule(optimizer: Optimizer, *, steps_per_epoch: int, total_steps: int) -> sched.LRScheduler:

@@ -23,6 +23,7 @@ from trainlab.monitor.console import ConsoleReporter
 from trainlab.monitor.model_summary import summarize
 from trainlab.optim import build_optimizer, build_schedule
 from trainlab.train import Trainer
+from trainlab.transfer import setup_transfer, split_model_config
 from trainlab.tta import build_views
 
 
@@ -39,6 +40,20 @@ def resolve_device(name: str) -> torch.device:
     if name == "mps" and not torch.backends.mps.is_available():
         raise ConfigError("trainer.device=mps: MPS is not available here; use trainer.device=auto or cpu")
     return torch.device(name)
+
+
+def transfer_lines(transfer: dict, params: int) -> list[str]:
+    """What transfer learning did, for the console: what was loaded, what is new, what is frozen."""
+    lines = []
+    if transfer["loaded"]:
+        lines.append(f"loaded {transfer['loaded']} tensors from {transfer['pretrained']}; newly initialised: "
+                     f"{', '.join(transfer['new']) or 'none'}")
+    if transfer["freeze"] != "none":
+        lines.append(f"frozen: model.freeze={transfer['freeze']} ({transfer['frozen']} tensors); "
+                     f"trainable parameters {transfer['trainable_params']:,} of {params:,}")
+        if not transfer["pretrained"]:
+            lines.append("note: model.freeze without model.pretrained: the frozen layers keep their random init")
+    return lines
 
 
 def initialize_weights(model: torch.nn.Module, cfg: DictConfig, train_loader) -> dict:
@@ -110,7 +125,7 @@ def log_hparams(writer, cfg: DictConfig, summary: dict) -> None:
 # Keys that may differ between a run and its resumption: they change how it runs, not what it computes.
 RESUME_FREE_KEYS = {"trainer.resume", "trainer.device", "trainer.progress", "trainer.log_every",
                     "trainer.eval_batch_size", "trainer.model_summary", "dataset.root", "dataset.system_root", "dataset.download",
-                    "dataset.num_workers", "dataset.cache_dir"}
+                    "dataset.num_workers", "dataset.cache_dir", "model.pretrained"}
 
 
 def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
@@ -158,6 +173,11 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
     model = build_model(cfg.model, data.input_shape, data.num_classes)
     model = model.to(device, memory_format=torch.channels_last) if use_channels_last else model.to(device)
     init_report = initialize_weights(model, cfg, data.train)
+    params = count_parameters(model)  # before freezing: frozen batch norm keeps its weights as buffers
+    _, transfer_settings = split_model_config(cfg.model)
+    # a resumed run takes its weights from last.pt, not from model.pretrained
+    transfer = setup_transfer(model, transfer_settings, load_weights=not trainer_cfg.resume)
+    model = model.to(device, memory_format=torch.channels_last) if use_channels_last else model.to(device)
     optimizer = build_optimizer(cfg.optimizer, model)
     scheduler = build_schedule(cfg.schedule, optimizer, len(data.train), trainer_cfg.epochs)
     tta_views = build_views(**cfg.tta) if cfg.get("tta") else None
@@ -168,8 +188,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
     from torch.utils.tensorboard import SummaryWriter  # heavy import, only when training
 
     plain_cfg = OmegaConf.to_container(cfg, resolve=True)
-    params = count_parameters(model)
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    trainable = transfer["trainable_params"]
     if trainer_cfg.model_summary:
         reporter.model_table(summarize(model, data.input_shape, device), params, trainable)
     checkpointer = checkpoint.Checkpointer(
@@ -178,6 +197,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
     )
     summary: dict[str, Any] = {
         "status": "running", "run_dir": str(run_dir), "device": str(device), "params": params, "trainable_params": trainable, "init": init_report,
+        "transfer": transfer,
         "choices": choices(), "epochs": trainer_cfg.epochs, "epochs_run": 0,
         "train_size": data.train.num_samples, "val_size": data.val.num_samples, "test_size": data.test.num_samples,
     }
@@ -185,6 +205,8 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
         f"trainlab: {' '.join(f'{k}={v}' for k, v in summary['choices'].items())} on {device}; {params:,} parameters; "
         f"train {summary['train_size']:,} / val {summary['val_size']:,} / test {summary['test_size']:,}"
     )
+    for line in transfer_lines(transfer, params):
+        reporter.info(line)
     writer = SummaryWriter(log_dir=str(run_dir / "tensorboard"))
     trainer = Trainer(model, optimizer, scheduler, device, label_smoothing=trainer_cfg.label_smoothing, amp=amp,
                       log_every=trainer_cfg.log_every, writer=writer, reporter=reporter, checkpointer=checkpointer,
