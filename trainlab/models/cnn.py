@@ -11,8 +11,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from trainlab.errors import ConfigError
-from trainlab.models.layers import NORMS, expansion, make_activation, make_norm
-from trainlab.models.mlp import check_choice, check_probability
+from trainlab.models.layers import NORMS, check_choice, check_probability, expansion, make_activation, make_norm
+
 
 POOLS = ("max", "avg", "fractional")
 FRACTIONAL_RATIO = 1 / math.sqrt(2)  # Graham 2014: shrink by sqrt(2) per pooling, twice as many stages

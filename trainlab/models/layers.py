@@ -8,7 +8,7 @@ pieces per unit, max over them (Goodfellow et al. 2013), so a layer followed by 
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import torch
 from torch import nn
@@ -98,3 +98,17 @@ def make_norm(kind: str, channels: int, dims: int = 2, groups: int = 8) -> nn.Mo
 def _group_count(channels: int, wanted: int) -> int:
     """The largest group count <= wanted that divides `channels`."""
     return next(g for g in range(min(wanted, channels), 0, -1) if channels % g == 0)
+
+
+# Checks of model keys shared by every model: one line naming model.<key>.
+
+
+def check_probability(key: str, value: float) -> None:
+    """A dropout-like rate: 0 <= value < 1."""
+    if not 0.0 <= value < 1.0:
+        raise ConfigError(f"model.{key}={value}: must be in [0, 1)")
+
+
+def check_choice(key: str, value: Any, choices: Sequence[str]) -> None:
+    if value not in choices:
+        raise ConfigError(f"model.{key}={value!r}: unknown; choose one of {', '.join(choices)}")

@@ -10,17 +10,7 @@ from torch import nn
 
 from trainlab.errors import ConfigError
 from trainlab.models.dropconnect import DropConnectLinear
-from trainlab.models.layers import NORMS, expansion, make_activation, make_norm
-
-
-def check_probability(key: str, value: float) -> None:
-    if not 0.0 <= value < 1.0:
-        raise ConfigError(f"model.{key}={value}: must be in [0, 1)")
-
-
-def check_choice(key: str, value: Any, choices: Sequence[str]) -> None:
-    if value not in choices:
-        raise ConfigError(f"model.{key}={value!r}: unknown; choose one of {', '.join(choices)}")
+from trainlab.models.layers import NORMS, check_choice, check_probability, expansion, make_activation, make_norm
 
 
 class MLP(nn.Sequential):

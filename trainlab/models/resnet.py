@@ -38,7 +38,7 @@ from torch import nn
 
 from trainlab.errors import ConfigError
 from trainlab.models.droppath import check_rate, drop_path_rates, make_drop_path
-from trainlab.models.layers import NORMS, make_activation, make_norm
+from trainlab.models.layers import NORMS, check_choice, check_probability, make_activation, make_norm
 
 
 def _check_common(input_shape: Sequence[int], num_classes: int, activation: str,
@@ -51,10 +51,10 @@ def _check_common(input_shape: Sequence[int], num_classes: int, activation: str,
         raise ConfigError("model.activation=maxout: maxout is not supported in residual models (it divides the "
                           "channel count, and the residual stream must keep its width); choose another activation")
     make_activation(activation, activation_params)  # an unknown name or bad params: ConfigError naming the key
-    if norm not in NORMS:
-        raise ConfigError(f"model.norm={norm!r}: unknown normalization; choose one of {', '.join(NORMS)}")
-    if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
+    check_choice("norm", norm, NORMS)
+    if isinstance(dropout, bool) or not isinstance(dropout, (int, float)):
         raise ConfigError(f"model.dropout={dropout!r}: must be in [0, 1)")
+    check_probability("dropout", dropout)
     check_rate(drop_path, "model.drop_path")
 
 

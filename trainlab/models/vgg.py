@@ -13,8 +13,8 @@ from torch import nn
 
 from trainlab.errors import ConfigError
 from trainlab.models.cnn import conv_block
-from trainlab.models.layers import NORMS, expansion, make_activation, make_norm
-from trainlab.models.mlp import check_choice, check_probability
+from trainlab.models.layers import NORMS, check_choice, check_probability, expansion, make_activation, make_norm
+
 
 CLASSIFIERS = ("avg", "flatten")
 
