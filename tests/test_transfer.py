@@ -451,3 +451,23 @@ def test_a_checkpoint_of_another_model_is_refused_naming_keys(pretrained, tmp_pa
     assert "keys do not fit: features.0.weight [8,1,3,3] is not in the file" in message
     assert "(saved from trainlab.models.mlp.MLP) does not fit this model" in message
     assert "\n" not in message
+
+
+def test_a_checkpoint_for_other_classes_keeps_the_new_models_head(tmp_path):
+    from trainlab.checkpoint import FORMAT
+    from trainlab.models.cnn import CNN
+    from trainlab.transfer import load_pretrained
+
+    torch.manual_seed(0)
+    source = CNN([1, 8, 8], 3, channels=[4])
+    path = tmp_path / "best.pt"
+    torch.save({"format": FORMAT, "model": source.state_dict(), "classes": ["a", "b", "c"]}, path)
+    same = CNN([1, 8, 8], 3, channels=[4])
+    report = load_pretrained(same, path, classes=["a", "b", "c"])
+    assert report["new"] == [] and torch.equal(same.head.weight, source.head.weight)
+    other = CNN([1, 8, 8], 3, channels=[4])
+    head_before = other.head.weight.clone()
+    report = load_pretrained(other, path, classes=["x", "y", "z"])
+    assert report["new"] == ["head.weight", "head.bias"]
+    assert torch.equal(other.head.weight, head_before), "the head keeps its own initialisation"
+    assert torch.equal(other.features[0].weight, source.features[0].weight), "the rest is loaded"

@@ -176,7 +176,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
     params = count_parameters(model)  # before freezing: frozen batch norm keeps its weights as buffers
     _, transfer_settings = split_model_config(cfg.model)
     # a resumed run takes its weights from last.pt, not from model.pretrained
-    transfer = setup_transfer(model, transfer_settings, load_weights=not trainer_cfg.resume)
+    transfer = setup_transfer(model, transfer_settings, load_weights=not trainer_cfg.resume, classes=data.classes)
     model = model.to(device, memory_format=torch.channels_last) if use_channels_last else model.to(device)
     optimizer = build_optimizer(cfg.optimizer, model)
     scheduler = build_schedule(cfg.schedule, optimizer, len(data.train), trainer_cfg.epochs)

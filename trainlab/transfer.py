@@ -90,16 +90,18 @@ def _shape(tensor: torch.Tensor) -> str:
     return "[" + ",".join(str(n) for n in tensor.shape) + "]"
 
 
-def _read_state_dict(path: Path, shown: str) -> tuple[dict[str, torch.Tensor], Optional[str]]:
-    """The state dict held by the file, and the model class it was saved from when a trainlab checkpoint says."""
+def _read_state_dict(path: Path, shown: str) -> tuple[dict[str, torch.Tensor], Optional[str], Optional[list]]:
+    """The state dict held by the file, and the model class and class names it was saved with, when a
+    trainlab checkpoint says."""
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # not a torch file, truncated, or holding pickled objects
         first = (str(error).strip().splitlines() or [type(error).__name__])[0]
         raise ConfigError(f"model.pretrained={shown}: cannot read it as a weights file "
                           f"(torch.load with weights_only=True: {first})") from None
-    saved_from = None
+    saved_from, saved_classes = None, None
     if isinstance(payload, dict) and "format" in payload and isinstance(payload.get("model"), dict):
+        saved_classes = payload.get("classes")
         config = payload.get("config")  # a trainlab checkpoint
         if isinstance(config, dict) and isinstance(config.get("model"), dict):
             saved_from = config["model"].get("_target_")
@@ -113,7 +115,7 @@ def _read_state_dict(path: Path, shown: str) -> tuple[dict[str, torch.Tensor], O
     tensors = {str(k): v for k, v in payload.items() if isinstance(v, torch.Tensor)}
     if not tensors:
         raise ConfigError(f"model.pretrained={shown}: holds no tensors (keys: {', '.join(list(payload)[:SHOWN])})")
-    return tensors, saved_from
+    return tensors, saved_from, saved_classes
 
 
 def _prefix_candidates(source: dict, model: nn.Module) -> list[tuple[str, str]]:
@@ -174,17 +176,21 @@ def resolve_pretrained_path(value: str) -> Path:
     return path
 
 
-def load_pretrained(model: nn.Module, path, *, head_name: str = "head") -> dict[str, Any]:
+def load_pretrained(model: nn.Module, path, *, head_name: str = "head",
+                    classes: Optional[list[str]] = None) -> dict[str, Any]:
     """Copy the tensors of the weights file `path` into `model` by name and shape; see the module notes.
 
     Returns {"loaded": [names], "new": [names left as initialised: the head when its shape differs],
     "skipped": [the file's names not used: its own classifier, if any], "source": str(path),
     "prefix": {"strip": ..., "add": ...} (the key mapping used; empty strings when none)}.
-    Raises ConfigError naming the keys when the file does not fit the model.
+    Raises ConfigError naming the keys when the file does not fit the model. Given `classes` (this run's
+    class names), a trainlab checkpoint saved for other classes keeps the model's own head even when its
+    shape fits: a classifier for different classes is no head start.
     """
     shown = str(path)
     path = resolve_pretrained_path(shown)
-    source, saved_from = _read_state_dict(path, shown)
+    source, saved_from, saved_classes = _read_state_dict(path, shown)
+    other_classes = classes is not None and saved_classes is not None and list(saved_classes) != list(classes)
     target = model.state_dict()
     mapped, strip, add = _map_keys(source, set(target), model)
     head = getattr(model, head_name, None) if head_name else None
@@ -193,9 +199,10 @@ def load_pretrained(model: nn.Module, path, *, head_name: str = "head") -> dict[
     loaded, new, mismatched, missing = [], [], [], []
     for key, tensor in target.items():
         other = mapped.get(key)
-        if other is not None and other.shape == tensor.shape:
+        in_head = head is not None and _is_under(key, head_name)
+        if other is not None and other.shape == tensor.shape and not (in_head and other_classes):
             loaded.append(key)
-        elif head is not None and _is_under(key, head_name):
+        elif in_head:
             new.append(key)  # another number of classes (or no classifier in the file): keep the model's own
         elif other is None and key.endswith(".num_batches_tracked"):
             continue  # a frozen BatchNorm's file has no counter; the model keeps its own
@@ -375,7 +382,7 @@ def trainable_parameters(model: nn.Module) -> int:
 
 
 def setup_transfer(model: nn.Module, settings: dict[str, Any], *, load_weights: bool = True,
-                   head_name: str = "head") -> dict[str, Any]:
+                   head_name: str = "head", classes: Optional[list[str]] = None) -> dict[str, Any]:
     """load_pretrained (when settings["pretrained"] is set) then freeze, as split_model_config's settings say.
 
     load_weights=False skips reading the file but freezes all the same: for a resumed run, whose
@@ -387,7 +394,7 @@ def setup_transfer(model: nn.Module, settings: dict[str, Any], *, load_weights: 
     summary: dict[str, Any] = {"pretrained": settings.get("pretrained"), "loaded": 0, "new": [], "skipped": [],
                                "freeze": settings.get("freeze") or "none"}
     if settings.get("pretrained") and load_weights:
-        report = load_pretrained(model, settings["pretrained"], head_name=head_name)
+        report = load_pretrained(model, settings["pretrained"], head_name=head_name, classes=classes)
         summary.update(pretrained=report["source"], loaded=len(report["loaded"]), new=report["new"],
                        skipped=report["skipped"])
     frozen = freeze(model, summary["freeze"], freeze_bn=settings.get("freeze_bn", True), head_name=head_name)
