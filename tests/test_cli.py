@@ -121,7 +121,7 @@ def test_overrides_change_choices_and_values(tmp_path):
     best = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)
     assert best["config"]["optimizer"]["_target_"] == "torch.optim.SGD"
     assert best["optimizer"]["param_groups"][0]["initial_lr"] == 0.05
-    assert any(key.startswith("0.") or key.startswith("1.") for key in best["model"]), "an MLP (Sequential)"
+    assert {"fc1.weight", "head.weight"} <= best["model"].keys(), "an MLP: fc1 ... head"
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["choices"]["optimizer"] == "sgd" and summary["choices"]["model"] == "mlp"
 
@@ -430,3 +430,15 @@ def test_pretrain_then_linear_probe_through_the_cli(tmp_path):
         if not key.startswith("head."):
             assert torch.equal(after[key], tensor), f"{key} moved although frozen"
     assert after["head.weight"].shape == (5, 16)
+
+
+def test_bad_model_names_and_misfit_weights_fail_with_one_line(tmp_path):
+    quick = ["dataset=synthetic", "trainer.epochs=1", "trainer.model_summary=false"]
+    typo = run_trainlab(["train", *quick, "model=torchvision", "model.name=resnt18"], tmp_path)
+    assert typo.returncode == 2 and "model.name" in typo.stderr and "resnet18" in typo.stderr, typo.stderr[-2000:]
+    mlp = run_trainlab(["train", *quick, "model=mlp", "hydra.run.dir=mlp"], tmp_path)
+    assert mlp.returncode == 0, mlp.stderr[-2000:]
+    misfit = run_trainlab(["train", *quick, "model.pretrained=mlp"], tmp_path)
+    errors = [line for line in misfit.stderr.splitlines() if line.startswith("trainlab: error:")]
+    assert misfit.returncode == 2 and len(errors) == 1, misfit.stderr[-2000:]
+    assert "model.pretrained=mlp" in errors[0] and "not fit" in errors[0] and "features.0.weight" in errors[0]
