@@ -471,3 +471,16 @@ def test_a_checkpoint_for_other_classes_keeps_the_new_models_head(tmp_path):
     assert report["new"] == ["head.weight", "head.bias"]
     assert torch.equal(other.head.weight, head_before), "the head keeps its own initialisation"
     assert torch.equal(other.features[0].weight, source.features[0].weight), "the rest is loaded"
+
+
+def test_trainer_logs_the_backbone_learning_rate_beside_lr():
+    from omegaconf import OmegaConf
+
+    from trainlab.models.cnn import CNN
+    from trainlab.optim import build_optimizer
+    from trainlab.train import Trainer
+
+    model = CNN([1, 8, 8], 3, channels=[4])
+    cfg = OmegaConf.create({"_target_": "torch.optim.SGD", "_partial_": True, "lr": 0.1, "backbone_lr_scale": 0.1})
+    trainer = Trainer(model, build_optimizer(cfg, model), None, torch.device("cpu"))
+    assert trainer.lrs() == pytest.approx({"lr": 0.1, "lr/backbone": 0.01})

@@ -72,6 +72,12 @@ class Trainer:
     def lr(self) -> float:
         return float(self.optimizer.param_groups[0]["lr"])
 
+    def lrs(self) -> dict[str, float]:
+        """`lr` (the first parameter group's) plus `lr/<name>` for further named groups (e.g. lr/backbone)."""
+        groups = self.optimizer.param_groups
+        return {"lr": float(groups[0]["lr"]),
+                **{f"lr/{g['name']}": float(g["lr"]) for g in groups[1:] if "name" in g}}
+
     def train_epoch(self, loader, bar) -> dict[str, float]:
         """One pass over `loader`; returns the epoch's mean train/loss and train/acc."""
         self.model.train()
@@ -91,7 +97,7 @@ class Trainer:
                 loss = F.cross_entropy(logits, targets, label_smoothing=self.label_smoothing)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            lr_used = self.lr
+            lrs_used = self.lrs()  # the rates this step uses (the schedule moves them after the step)
             self.optimizer.step()
             self.scheduler.step()
             self.step += 1
@@ -106,7 +112,7 @@ class Trainer:
             bar.advance()
             if self.step % self.log_every == 0 or index == last:
                 mean_loss = (window_loss / window_steps).item()  # the only host sync of the step loop
-                self._log({"train/loss": mean_loss, "lr": lr_used})
+                self._log({"train/loss": mean_loss, **lrs_used})
                 bar.loss(mean_loss)
                 window_loss.zero_()
                 window_steps = 0
