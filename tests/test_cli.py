@@ -151,7 +151,10 @@ def test_multirun_leaves_one_folder_per_job(tmp_path):
 def test_help_lists_groups_and_options(tmp_path):
     result = run_trainlab(["train", "--help"], tmp_path)
     assert result.returncode == 0
-    for line in ("optimizer: adam, adamw, sgd", "schedule: constant, cosine, step", "tta: crops, crops_flip, flip, none",
+    for line in ("optimizer: adadelta, adagrad, adam, adamw, momentum, nadam, nesterov, radam, rmsprop, sgd",
+                 "schedule: constant, cosine, cosine_restarts, cyclic, exponential, inverse_sqrt, inverse_time, linear, "
+                 "multistep, onecycle, plateau, step",
+                 "tta: crops, crops_flip, flip, none",
                  "dataset: cifar10, cifar100, fashion_mnist, imagefolder, mnist, svhn, synthetic"):
         assert line in result.stdout
     assert not (tmp_path / "outputs").exists(), "--help makes no run folder"

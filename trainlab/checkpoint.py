@@ -11,7 +11,7 @@ import math
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import torch
 
@@ -83,8 +83,13 @@ class Checkpointer:
     def improved(self, value: float) -> bool:
         return value > self.best_value if self.mode == "max" else value < self.best_value
 
-    def update(self, epoch: int, metrics: dict[str, float], model_state: dict, resume_state: dict) -> bool:
-        """Write last.pt, and best.pt when metrics[monitor] improved; return whether it did."""
+    def update(self, epoch: int, metrics: dict[str, float], model_state: dict, resume_state: dict,
+               best_state: Optional[Callable[[], dict]] = None) -> bool:
+        """Write last.pt, and best.pt when metrics[monitor] improved; return whether it did.
+
+        last.pt holds `model_state` (the trained model, what resuming continues from). best.pt holds the
+        same, or `best_state()` when given (the EMA's weights, whose metrics drive a val_ema/* monitor);
+        its "weights" entry says which ("model" or "ema")."""
         value = metrics[self.monitor]
         is_best = self.improved(value)
         if is_best:
@@ -92,7 +97,8 @@ class Checkpointer:
         common = {"format": FORMAT, "epoch": epoch, "metrics": dict(metrics), "model": model_state,
                   "best": self.best(), **self.extra}
         if is_best:
-            save_atomic(common, self.best_path)
+            weights = {"model": best_state(), "weights": "ema"} if best_state is not None else {"weights": "model"}
+            save_atomic({**common, **weights}, self.best_path)
         save_atomic({**common, **resume_state}, self.last_path)
         return is_best
 

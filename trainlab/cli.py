@@ -20,6 +20,8 @@ commands:
             trainlab train --cfg job                    print the composed config
   augment   write a PNG grid of augmented training images (and log it to TensorBoard)
             trainlab augment augmentation=strong
+  schedule  write a PNG of the learning-rate curve a config gives (and print its path)
+            trainlab schedule schedule=cosine_restarts trainer.epochs=90
 
 Runs land in outputs/train/<date>/<time>/ (sweeps in outputs/multirun/...);
 look at them with: tensorboard --logdir outputs
@@ -85,6 +87,12 @@ def _augment(cfg, run_dir: Path) -> None:
     augment_grid(cfg, run_dir)
 
 
+def _schedule(cfg, run_dir: Path) -> None:
+    from trainlab.schedule_plot import plot_schedule
+
+    plot_schedule(cfg, run_dir)
+
+
 def guarded(work: Callable, command: str) -> Callable:
     """The Hydra task for `work(cfg, run_dir)`: config checked first, errors as one line, Ctrl-C explained."""
 
@@ -129,6 +137,7 @@ def hydra_command(command: str, config_name: str, work: Callable) -> Callable[[l
 COMMANDS = {
     "train": hydra_command("train", "train", _train),
     "augment": hydra_command("augment", "augment", _augment),
+    "schedule": hydra_command("schedule", "schedule_plot", _schedule),
 }
 
 

@@ -7,8 +7,9 @@ Only omegaconf is imported here: `trainlab train --cfg job` must not pay for tor
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
-from typing import Any, Callable, Optional
+import math
+from dataclasses import dataclass, field, fields, is_dataclass
+from typing import Any, Callable, Optional, get_type_hints
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -17,13 +18,31 @@ from trainlab.errors import ConfigError
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 MONITORED = ("val/acc", "val/loss")
+EMA_MONITORED = ("val_ema/acc", "val_ema/loss")  # logged only with trainer.ema.decay set
 SWITCHES = ("auto", "true", "false")
+AMP_DTYPES = ("bf16", "fp16")
+
+
+@dataclass
+class EmaSchema:
+    """trainer.ema: an exponential moving average of the weights (Polyak averaging); decay null = off."""
+    decay: Optional[float] = None
+    every: int = 1             # optimizer steps between EMA updates
+    evaluate: bool = True      # score the EMA model on the validation split too (val_ema/*)
+    select_best: bool = False  # best.pt by the EMA model's metric, holding the EMA weights
+
+
+@dataclass
+class EarlyStoppingSchema:
+    """trainer.early_stopping: stop when trainer.monitor has not improved by more than min_delta for patience epochs."""
+    patience: Optional[int] = None
+    min_delta: float = 0.0
 
 
 @dataclass
 class TrainerSchema:
     epochs: int = 5
-    batch_size: int = 128
+    batch_size: Any = 128  # a whole number >= 1, or "full" (full-batch gradient descent)
     eval_batch_size: int = 256
     device: str = "auto"
     monitor: str = "val/acc"
@@ -33,10 +52,19 @@ class TrainerSchema:
     log_every: int = 50
     deterministic: bool = False
     amp: str = "auto"
+    amp_dtype: str = "bf16"
+    compile: bool = False
     channels_last: str = "auto"
     progress: bool = True
     model_summary: bool = True
     resume: Optional[str] = None
+    clip_grad_norm: Optional[float] = None
+    clip_grad_value: Optional[float] = None
+    accumulate: int = 1
+    l1: float = 0.0
+    l2: float = 0.0
+    ema: EmaSchema = field(default_factory=EmaSchema)
+    early_stopping: EarlyStoppingSchema = field(default_factory=EarlyStoppingSchema)
 
 
 @dataclass
@@ -54,18 +82,43 @@ def _positive_int(value: Any) -> bool:
     return value >= 1
 
 
+def _batch_size(value: Any) -> bool:
+    if isinstance(value, str):
+        return value == "full"
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def _off_or_positive(value: Any) -> bool:
+    return value is None or (math.isfinite(value) and value > 0)
+
+
+def _non_negative(value: Any) -> bool:
+    return math.isfinite(value) and value >= 0
+
+
 # key -> (test, what a valid value looks like); each test sees an already type-checked value.
+# Dotted keys name nested sections (trainer.ema.decay).
 TRAINER_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "epochs": (_positive_int, "a whole number >= 1"),
-    "batch_size": (_positive_int, "a whole number >= 1"),
+    "batch_size": (_batch_size, "a whole number >= 1 or full (the whole training split in one batch)"),
     "eval_batch_size": (_positive_int, "a whole number >= 1"),
     "device": (lambda v: v in DEVICES or v.startswith("cuda:"), "one of " + "|".join(DEVICES)),
-    "monitor": (lambda v: v in MONITORED, "one of " + "|".join(MONITORED)),
+    "monitor": (lambda v: v in MONITORED + EMA_MONITORED, "one of " + "|".join(MONITORED + EMA_MONITORED)),
     "mode": (lambda v: v in ("max", "min"), "max or min"),
     "label_smoothing": (lambda v: 0.0 <= v < 1.0, "a number in [0, 1)"),
     "log_every": (_positive_int, "a whole number >= 1"),
     "amp": (lambda v: v.lower() in SWITCHES, "auto, true or false"),
+    "amp_dtype": (lambda v: v in AMP_DTYPES, "bf16 or fp16"),
     "channels_last": (lambda v: v.lower() in SWITCHES, "auto, true or false"),
+    "clip_grad_norm": (_off_or_positive, "null (off) or a number > 0"),
+    "clip_grad_value": (_off_or_positive, "null (off) or a number > 0"),
+    "accumulate": (_positive_int, "a whole number >= 1 (micro-batches per optimizer step)"),
+    "l1": (_non_negative, "a number >= 0"),
+    "l2": (_non_negative, "a number >= 0"),
+    "ema.decay": (lambda v: v is None or 0.0 < v < 1.0, "null (off) or a number in (0, 1)"),
+    "ema.every": (_positive_int, "a whole number >= 1 (optimizer steps between EMA updates)"),
+    "early_stopping.patience": (lambda v: v is None or v >= 1, "null (off) or a whole number >= 1 (epochs)"),
+    "early_stopping.min_delta": (_non_negative, "a number >= 0"),
 }
 
 
@@ -92,23 +145,33 @@ def _typed(schema: type, node: DictConfig, prefix: str, allow_extra: bool) -> Di
     if extra and not allow_extra:
         raise ConfigError(f"{prefix}.{extra[0]}: unknown key; known keys: {', '.join(sorted(known))}")
     typed = OmegaConf.structured(schema)
+    sections: dict[str, Any] = {}
     for key in known & set(node.keys()):
+        nested = get_type_hints(schema).get(key)  # (annotations are strings here: resolve them)
+        if is_dataclass(nested):  # a section such as trainer.ema: typed key by key, unknown keys named
+            if not isinstance(node[key], DictConfig):
+                raise ConfigError(f"{prefix}.{key}={node[key]!r}: must be a mapping of "
+                                  f"{', '.join(f.name for f in fields(nested))}")
+            sections[key] = OmegaConf.to_container(_typed(nested, node[key], f"{prefix}.{key}", allow_extra=False))
+            continue
         try:
             typed[key] = node[key]
         except OmegaConfBaseException:
             if OmegaConf.is_missing(node, key):
                 raise ConfigError(f"{prefix}.{key}: has no value (???); set it, e.g. {prefix}.{key}=...") from None
             want = next(f.type for f in fields(schema) if f.name == key)
-            want = str(want).replace("typing.", "").replace("Optional[int]", "int or null")
+            want = (str(want).replace("typing.", "").replace("Optional[int]", "int or null")
+                    .replace("Optional[float]", "float or null"))
             raise ConfigError(f"{prefix}.{key}={node[key]!r}: expected {want}") from None
     merged = OmegaConf.to_container(typed)
+    merged.update(sections)
     merged.update({k: node[k] for k in extra})
     return OmegaConf.create(merged)
 
 
 def _check(node: DictConfig, prefix: str, rules: dict) -> None:
     for key, (test, wanted) in rules.items():
-        value = node[key]
+        value = OmegaConf.select(node, key)
         if not test(value):
             raise ConfigError(f"{prefix}.{key}={value!r}: must be {wanted}")
 
@@ -127,7 +190,10 @@ def validate(cfg: DictConfig) -> DictConfig:
     checked = OmegaConf.create(plain)
     checked.trainer = _typed(TrainerSchema, checked.trainer, "trainer", allow_extra=False)
     checked.dataset = _typed(DatasetSchema, checked.dataset, "dataset", allow_extra=True)
+    if isinstance(checked.trainer.batch_size, str) and checked.trainer.batch_size.strip().isdigit():
+        checked.trainer.batch_size = int(checked.trainer.batch_size)  # "64" from a YAML string, as the int schema did
     _check(checked.trainer, "trainer", TRAINER_RULES)
+    check_trainer(checked.trainer)
     wanted_mode = "min" if checked.trainer.monitor.endswith("loss") else "max"
     if checked.trainer.mode != wanted_mode:
         raise ConfigError(
@@ -142,6 +208,23 @@ def validate(cfg: DictConfig) -> DictConfig:
     if ops is not None and not isinstance(ops, DictConfig):
         raise ConfigError("augmentation.ops: must be a mapping of op name -> op config (a named dict)")
     return checked
+
+
+def check_trainer(trainer: DictConfig) -> None:
+    """Checks across trainer keys: the monitored metric must be one the run logs."""
+    ema = trainer.ema
+    if ema.decay is None:
+        for key in ("select_best",):
+            if ema[key]:
+                raise ConfigError(f"trainer.ema.{key}=true needs the EMA on: set trainer.ema.decay (e.g. 0.999)")
+    elif not ema.evaluate and ema.select_best:
+        raise ConfigError("trainer.ema.select_best=true needs trainer.ema.evaluate=true (best.pt is chosen on "
+                          "the EMA model's validation metrics)")
+    logged = list(MONITORED) + (list(EMA_MONITORED) if ema.decay is not None and ema.evaluate else [])
+    if trainer.monitor not in logged:
+        why = "the EMA is off (trainer.ema.decay=null)" if ema.decay is None else "trainer.ema.evaluate=false"
+        raise ConfigError(f"trainer.monitor={trainer.monitor}: never logged because {why}; "
+                          f"metrics this run logs: {', '.join(logged)}")
 
 
 def switch(value: str, auto: bool) -> bool:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import json
+import math
 import os
 import random
 import time
@@ -14,7 +16,8 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from trainlab import checkpoint
-from trainlab.config import switch, validate
+from trainlab.config import TrainerSchema, switch, validate
+from trainlab.ema import build_ema
 from trainlab.data import build_data
 from trainlab.errors import ConfigError, TrainingDiverged
 from trainlab.init import apply_init, check_init, needs_batch
@@ -22,7 +25,8 @@ from trainlab.models import build_model, count_parameters
 from trainlab.monitor.console import ConsoleReporter
 from trainlab.monitor.model_summary import summarize
 from trainlab.optim import build_optimizer, build_schedule
-from trainlab.train import Trainer
+from trainlab.regularization import build_penalty
+from trainlab.train import EarlyStopping, Trainer
 from trainlab.transfer import setup_transfer, split_model_config
 from trainlab.tta import build_views
 
@@ -77,6 +81,51 @@ def seed_everything(seed: int, deterministic: bool) -> None:
     # set both ways: the jobs of a sweep share one process
     torch.use_deterministic_algorithms(deterministic)
     torch.backends.cudnn.benchmark = not deterministic
+
+
+def build_loaders(cfg: DictConfig, device: torch.device, channels_last: bool):
+    """build_data, with trainer.batch_size=full resolved to the training split's size (one batch per epoch)."""
+    if cfg.trainer.batch_size != "full":
+        return build_data(cfg, device, cfg.seed, channels_last=channels_last)
+    data_cfg = copy.deepcopy(cfg)
+    data_cfg.trainer.batch_size = 2**62  # "every example": the split's size is known once the data is built
+    data = build_data(data_cfg, device, cfg.seed, channels_last=channels_last)
+    data.train.batch_size = max(1, data.train.num_samples)
+    return data
+
+
+def resolve_amp(trainer_cfg: DictConfig, device: torch.device, reporter: ConsoleReporter) -> tuple[bool, torch.dtype]:
+    """trainer.amp (auto: on CUDA) and trainer.amp_dtype; fp16 on CPU falls back to fp32 with a notice."""
+    amp = switch(trainer_cfg.amp, auto=device.type == "cuda")
+    dtype = torch.float16 if trainer_cfg.amp_dtype == "fp16" else torch.bfloat16
+    if amp and device.type == "cpu":
+        if dtype == torch.float16:
+            reporter.info("note: trainer.amp_dtype=fp16 on CPU is not supported for training; running in fp32 "
+                          "(use trainer.amp_dtype=bf16 for autocast on CPU)")
+            return False, dtype
+        reporter.info("note: trainer.amp=true on CPU: bf16 autocast on CPU is slow on most CPUs")
+    return amp, dtype
+
+
+def compile_model(model: torch.nn.Module, enabled: bool, reporter: ConsoleReporter):
+    """torch.compile(model) for the forward pass (state dicts still come from `model`), or None."""
+    if not enabled:
+        return None
+    try:
+        return torch.compile(model)
+    except Exception as error:  # e.g. an unsupported platform or Python version
+        first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        reporter.info(f"note: trainer.compile=true failed ({type(error).__name__}: {first}); running eager")
+        return None
+
+
+def effective_monitor(trainer_cfg: DictConfig) -> str:
+    """The metric that picks best.pt (and drives early stopping and metric-driven schedules):
+    trainer.monitor, or its val_ema/ twin when trainer.ema.select_best is on."""
+    monitor = trainer_cfg.monitor
+    if trainer_cfg.ema.decay is not None and trainer_cfg.ema.select_best and monitor.startswith("val/"):
+        monitor = "val_ema/" + monitor[len("val/"):]
+    return monitor
 
 
 def write_summary(path: Path, summary: dict) -> None:
@@ -145,6 +194,9 @@ def resume(value: str, plain_cfg: dict, trainer: Trainer, checkpointer: checkpoi
     if "optimizer" not in payload:
         raise ConfigError(f"trainer.resume={value}: {path.name} holds weights only; resume from last.pt")
     ours, theirs = flatten(plain_cfg), flatten(payload["config"])
+    # a checkpoint written before a trainer key existed ran with that key's default
+    defaults = flatten({"trainer": OmegaConf.to_container(OmegaConf.structured(TrainerSchema))})
+    theirs = {**{k: v for k, v in defaults.items() if k not in theirs}, **theirs}
     for key in sorted(ours.keys() | theirs.keys()):
         if key not in RESUME_FREE_KEYS and ours.get(key) != theirs.get(key):
             raise ConfigError(
@@ -153,6 +205,10 @@ def resume(value: str, plain_cfg: dict, trainer: Trainer, checkpointer: checkpoi
             )
     if payload["epoch"] >= plain_cfg["trainer"]["epochs"]:
         raise ConfigError(f"trainer.resume={value}: that run already finished all {payload['epoch']} epochs")
+    stopping, patience = payload.get("early_stopping"), plain_cfg["trainer"]["early_stopping"]["patience"]
+    if stopping is not None and patience is not None and stopping["bad_epochs"] >= patience:
+        raise ConfigError(f"trainer.resume={value}: that run stopped early after epoch {payload['epoch']} "
+                          f"({stopping['bad_epochs']} epochs without improvement); there is nothing to continue")
     checkpointer.restore(payload["best"], path.parent)
     return trainer.load_resume_state(payload, train_loader)
 
@@ -169,7 +225,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
     reporter = ConsoleReporter(progress=trainer_cfg.progress)
 
     use_channels_last = switch(trainer_cfg.channels_last, auto=on_cuda)
-    data = build_data(cfg, device, cfg.seed, channels_last=use_channels_last)
+    data = build_loaders(cfg, device, use_channels_last)
     model = build_model(cfg.model, data.input_shape, data.num_classes)
     model = model.to(device, memory_format=torch.channels_last) if use_channels_last else model.to(device)
     init_report = initialize_weights(model, cfg, data.train)
@@ -179,11 +235,18 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
     transfer = setup_transfer(model, transfer_settings, load_weights=not trainer_cfg.resume, classes=data.classes)
     model = model.to(device, memory_format=torch.channels_last) if use_channels_last else model.to(device)
     optimizer = build_optimizer(cfg.optimizer, model)
-    scheduler = build_schedule(cfg.schedule, optimizer, len(data.train), trainer_cfg.epochs)
+    # the schedule counts optimizer steps: one per `accumulate` micro-batches, the last partial group included
+    steps_per_epoch = math.ceil(len(data.train) / trainer_cfg.accumulate)
+    scheduler = build_schedule(cfg.schedule, optimizer, steps_per_epoch, trainer_cfg.epochs, mode=trainer_cfg.mode)
     tta_views = build_views(**cfg.tta) if cfg.get("tta") else None
-    amp = switch(trainer_cfg.amp, auto=on_cuda)
-    if amp and device.type == "cpu":
-        reporter.info("note: trainer.amp=true on CPU: bf16 autocast on CPU is slow on most CPUs")
+    amp, amp_dtype = resolve_amp(trainer_cfg, device, reporter)
+    forward = compile_model(model, trainer_cfg.compile, reporter)
+    ema_cfg = trainer_cfg.ema
+    ema = build_ema(model, ema_cfg.decay) if ema_cfg.decay is not None else None
+    monitor = effective_monitor(trainer_cfg)
+    stopping = trainer_cfg.early_stopping
+    early_stopping = (EarlyStopping(monitor, trainer_cfg.mode, stopping.patience, stopping.min_delta)
+                      if stopping.patience is not None else None)
 
     from torch.utils.tensorboard import SummaryWriter  # heavy import, only when training
 
@@ -192,13 +255,14 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
     if trainer_cfg.model_summary:
         reporter.model_table(summarize(model, data.input_shape, device), params, trainable)
     checkpointer = checkpoint.Checkpointer(
-        run_dir / "checkpoints", trainer_cfg.monitor, trainer_cfg.mode,
+        run_dir / "checkpoints", monitor, trainer_cfg.mode,
         extra={"preprocess": data.preprocess.state_dict(), "config": plain_cfg, "classes": data.classes},
     )
     summary: dict[str, Any] = {
         "status": "running", "run_dir": str(run_dir), "device": str(device), "params": params, "trainable_params": trainable, "init": init_report,
         "transfer": transfer,
-        "choices": choices(), "epochs": trainer_cfg.epochs, "epochs_run": 0,
+        "choices": choices(), "epochs": trainer_cfg.epochs, "epochs_run": 0, "stopped_early": None,
+        "ema": ema_cfg.decay, "best_from_ema": monitor.startswith("val_ema/"),
         "train_size": data.train.num_samples, "val_size": data.val.num_samples, "test_size": data.test.num_samples,
     }
     reporter.info(
@@ -209,8 +273,12 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
         reporter.info(line)
     writer = SummaryWriter(log_dir=str(run_dir / "tensorboard"))
     trainer = Trainer(model, optimizer, scheduler, device, label_smoothing=trainer_cfg.label_smoothing, amp=amp,
-                      log_every=trainer_cfg.log_every, writer=writer, reporter=reporter, checkpointer=checkpointer,
-                      mix=data.mix)
+                      amp_dtype=amp_dtype, log_every=trainer_cfg.log_every, writer=writer, reporter=reporter,
+                      checkpointer=checkpointer, mix=data.mix, forward=forward, accumulate=trainer_cfg.accumulate,
+                      clip_grad_norm=trainer_cfg.clip_grad_norm, clip_grad_value=trainer_cfg.clip_grad_value,
+                      penalty=build_penalty(model, trainer_cfg.l1, trainer_cfg.l2), ema=ema,
+                      ema_every=ema_cfg.every, ema_evaluate=ema_cfg.evaluate, monitor=monitor, mode=trainer_cfg.mode,
+                      early_stopping=early_stopping)
     start_epoch = 1
     if trainer_cfg.resume:
         start_epoch = resume(trainer_cfg.resume, plain_cfg, trainer, checkpointer, data.train, device)
@@ -226,6 +294,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
         summary.update(
             status="completed",
             epochs_run=fit.epochs_run,
+            stopped_early=fit.stopped_early,
             best=checkpointer.best(),
             final={k: v for k, v in fit.history[-1].items() if k != "epoch"},
             time={"train_s": fit.train_seconds, "eval_s": fit.eval_seconds + test_seconds,
