@@ -445,3 +445,31 @@ def test_bad_model_names_and_misfit_weights_fail_with_one_line(tmp_path):
     errors = [line for line in misfit.stderr.splitlines() if line.startswith("trainlab: error:")]
     assert misfit.returncode == 2 and len(errors) == 1, misfit.stderr[-2000:]
     assert "model.pretrained=mlp" in errors[0] and "not fit" in errors[0] and "features.0.weight" in errors[0]
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["optimizer.lr=0"], "optimizer.lr=0: must be a number > 0"),
+    (["optimizer=momentum", "optimizer.momentum=1"], "optimizer.momentum=1: must be a number in [0, 1)"),
+    (["optimizer.betas=[0.9,1.0]"], "optimizer.betas"),
+    (["schedule.warmup_epochs=5"], "schedule.warmup_epochs=5: must be >= 0 and shorter than training"),
+    (["schedule=multistep"], "schedule.milestones=[30, 60, 90]: epoch 30 is past the last epoch"),
+    (["trainer.monitor=val_ema/acc"], "trainer.monitor=val_ema/acc: never logged because the EMA is off"),
+])
+def test_bad_optimizer_schedule_and_monitor_settings_fail_at_start(tmp_path, overrides, message):
+    result = run_trainlab(["train", "dataset=synthetic", "trainer.model_summary=false", *overrides], tmp_path)
+    errors = [line for line in result.stderr.splitlines() if line.startswith("trainlab: error:")]
+    assert result.returncode == 2 and len(errors) == 1 and message in errors[0], result.stderr[-2000:]
+    assert not list((tmp_path / "outputs").rglob("*.pt")), "stopped before training"
+
+
+def test_early_stopping_and_ema_through_the_cli(tmp_path):
+    result = run_trainlab(["train", "dataset=synthetic", "model=mlp", "trainer.epochs=30", "optimizer.lr=1e-9",
+                           "schedule=constant", "trainer.early_stopping.patience=2", "trainer.ema.decay=0.9",
+                           "trainer.model_summary=false"], tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    (run_dir,) = run_folders(tmp_path)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["stopped_early"] and "did not improve" in summary["stopped_early"]
+    assert summary["epochs_run"] < 30 and summary["ema"] == 0.9
+    assert "did not improve" in result.stdout
+    assert "val_ema/acc" in scalars(run_dir)
