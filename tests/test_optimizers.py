@@ -81,14 +81,11 @@ def test_config_file_builds_its_class_with_documented_defaults(name):
 
 
 @pytest.fixture(scope="module")
-def problem():
+def problem(one_thread):
     data = make_synthetic(num_train=128, num_test=1, num_classes=4, image_size=8, generator_seed=3)
     images = data.train_images.float() / 255.0
     images = (images - images.mean()) / images.std()
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny tensors: threads only add contention on a shared machine
     yield images, data.train_labels
-    torch.set_num_threads(threads)
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))

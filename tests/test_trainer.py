@@ -28,13 +28,7 @@ LOG_EVERY = 5
 CHANCE = 1.0 / NUM_CLASSES
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # Tiny models: one intra-op thread is faster, and much faster when the 2 cores are shared.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: one thread is faster on 2 shared cores
 
 
 class FakeWriter:
