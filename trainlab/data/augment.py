@@ -154,6 +154,23 @@ def _to_uint8(images: torch.Tensor) -> torch.Tensor:
     return images.round_().clamp_(0, 255).to(torch.uint8)
 
 
+class _DrawnOp:
+    """An op in two halves: _draw (every sample's random parameters, from the generator) and _apply
+    (the transform for given parameters), so tests can apply known parameters."""
+
+    def __call__(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        return self._apply(images, self._draw(images, generator))
+
+
+def _resample(images: torch.Tensor, x: torch.Tensor, y: torch.Tensor, padding_mode: str,
+              apply: torch.Tensor) -> torch.Tensor:
+    """Bilinear samples of uint8 images at grid positions (x, y) [N, H, W] (align_corners units), kept
+    only for the samples that `apply` [N] selects."""
+    sampled = F.grid_sample(images.float(), torch.stack([x, y], dim=-1), mode="bilinear",
+                            padding_mode=padding_mode, align_corners=True)
+    return torch.where(apply.view(-1, 1, 1, 1), _to_uint8(sampled), images)
+
+
 class VerticalFlip(_Flip):
     """Mirror each image top-bottom with probability `p` (for data without a natural "up": aerial,
     microscopy and medical images)."""
@@ -161,7 +178,7 @@ class VerticalFlip(_Flip):
     dim = -2
 
 
-class RandomResizedCrop:
+class RandomResizedCrop(_DrawnOp):
     """Cut a random box per image and stretch it back to the full H x W (bilinear).
 
     The "scale augmentation" of the Inception recipe (Szegedy et al. 2015, "Going deeper with
@@ -219,18 +236,13 @@ class RandomResizedCrop:
 
         x = source(left, box_w, w)[:, None, :].expand(n, h, w)
         y = source(top, box_h, h)[:, :, None].expand(n, h, w)
-        resized = F.grid_sample(images.float(), torch.stack([x, y], dim=-1), mode="bilinear",
-                                padding_mode="border", align_corners=True)
-        return torch.where(params["apply"].view(n, 1, 1, 1), _to_uint8(resized), images)
-
-    def __call__(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        return self._apply(images, self._draw(images, generator))
+        return _resample(images, x, y, "border", params["apply"])
 
     def __repr__(self) -> str:
         return f"RandomResizedCrop(scale={self.scale}, ratio={self.ratio}, p={self.p})"
 
 
-class RandomAffine:
+class RandomAffine(_DrawnOp):
     """Rotate, translate, scale and shear each image by its own random affine map (bilinear).
 
     Parameter meaning as torchvision.transforms.RandomAffine, whose warps geometry.affine_matrices
@@ -283,15 +295,12 @@ class RandomAffine:
         warped = warp_affine(images, forward, fill=self.fill)
         return torch.where(params["apply"].view(n, 1, 1, 1), warped, images)
 
-    def __call__(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        return self._apply(images, self._draw(images, generator))
-
     def __repr__(self) -> str:
         return (f"RandomAffine(degrees={self.degrees}, translate={self.translate}, scale={self.scale}, "
                 f"shear={self.shear}, p={self.p}, fill={self.fill})")
 
 
-class ElasticDistortion:
+class ElasticDistortion(_DrawnOp):
     """Elastic distortion of Simard, Steinkraus & Platt 2003 ("Best practices for convolutional neural
     networks applied to visual document analysis"): a random displacement field per image, uniform in
     [-1, 1] per pixel and axis, smoothed by a Gaussian of std `sigma` pixels, scaled by `alpha`
@@ -336,18 +345,13 @@ class ElasticDistortion:
                                 torch.arange(w, device=images.device, dtype=torch.float32), indexing="ij")
         x = (xs + params["displacement"][:, 0]) * (2 / max(w - 1, 1)) - 1
         y = (ys + params["displacement"][:, 1]) * (2 / max(h - 1, 1)) - 1
-        warped = F.grid_sample(images.float(), torch.stack([x, y], dim=-1), mode="bilinear",
-                               padding_mode="zeros", align_corners=True)
-        return torch.where(params["apply"].view(n, 1, 1, 1), _to_uint8(warped), images)
-
-    def __call__(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        return self._apply(images, self._draw(images, generator))
+        return _resample(images, x, y, "zeros", params["apply"])
 
     def __repr__(self) -> str:
         return f"ElasticDistortion(alpha={self.alpha}, sigma={self.sigma}, p={self.p})"
 
 
-class Cutout:
+class Cutout(_DrawnOp):
     """Cutout (DeVries & Taylor 2017, "Improved regularization of convolutional neural networks with
     cutout"): `holes` squares of side `size` set to `fill`, each centred on a pixel drawn uniformly
     over the whole image, so a hole may hang over the border and be clipped there (the paper finds
@@ -388,14 +392,11 @@ class Cutout:
         mask &= params["apply"].view(n, 1, 1, 1)
         return images.masked_fill(mask, int(round(self.fill)))
 
-    def __call__(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        return self._apply(images, self._draw(images, generator))
-
     def __repr__(self) -> str:
         return f"Cutout(size={self.size}, holes={self.holes}, p={self.p}, fill={self.fill})"
 
 
-class RandomErasing:
+class RandomErasing(_DrawnOp):
     """Random Erasing (Zhong et al. 2017, "Random erasing data augmentation"), as torchvision's
     RandomErasing: with probability `p` an image gets one box covering a fraction of its area uniform
     in `scale`, with aspect ratio (height / width) log-uniform in `ratio`, at a uniform position
@@ -437,9 +438,6 @@ class RandomErasing:
         if self.value == "random":
             return torch.where(mask, params["noise"], images)
         return images.masked_fill(mask, int(round(self.value)))
-
-    def __call__(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        return self._apply(images, self._draw(images, generator))
 
     def __repr__(self) -> str:
         return f"RandomErasing(p={self.p}, scale={self.scale}, ratio={self.ratio}, value={self.value!r})"
