@@ -134,21 +134,53 @@ def step_schedule(optimizer: Optimizer, *, steps_per_epoch: int, total_steps: in
 
 
 def multistep_schedule(optimizer: Optimizer, *, steps_per_epoch: int, total_steps: int,
-                       milestones: list = (30, 60, 90), gamma: float = 0.1) -> sched.LRScheduler:
-    """lr(t) = lr * gamma ** (number of milestones <= t)  (MultiStepLR); milestones in epochs, increasing,
-    each before the end of training (counted from the end of the warmup, like every main schedule)."""
+                       milestones: list = (0.5, 0.75), gamma: float = 0.1,
+                       milestone_unit: str = "fraction") -> sched.LRScheduler:
+    """lr(t) = lr * gamma ** (number of milestones <= t)  (MultiStepLR). milestone_unit `fraction` (the
+    default): each milestone in (0, 1) is that fraction of this schedule's length (total_steps, i.e. after any
+    warmup), rounded to a whole step; `epoch`: milestones in epochs, counted from the end of the warmup. Either
+    way the milestones are strictly increasing (as whole steps), after the first step and before the end."""
+    if milestone_unit not in ("fraction", "epoch"):
+        raise _key_error("milestone_unit", milestone_unit,
+                         "must be fraction or epoch; fraction: milestones are shares of the run (e.g. [0.5, 0.75]), "
+                         "epoch: milestones are epochs (e.g. [30, 60, 90])")
+    fraction = milestone_unit == "fraction"
     if not isinstance(milestones, (list, tuple)) or not milestones:
-        raise _key_error("milestones", milestones, "must be a non-empty list of epochs, e.g. [30, 60, 90]")
+        raise _key_error("milestones", milestones,
+                         "must be a non-empty list; give fractions of the run, e.g. [0.5, 0.75]" if fraction else
+                         "must be a non-empty list; give epochs, e.g. [30, 60, 90]")
+    given = list(milestones)
+    numbers = all(not isinstance(m, bool) and isinstance(m, (int, float)) and math.isfinite(m) for m in given)
+    if fraction and not (numbers and all(0 < m < 1 for m in given)):
+        hint = ("these look like epochs: add schedule.milestone_unit=epoch, or give fractions, e.g. [0.5, 0.75]"
+                if numbers and all(m >= 1 for m in given) else
+                "give fractions of the run, e.g. [0.5, 0.75], or epochs with schedule.milestone_unit=epoch")
+        raise _key_error("milestones", given, f"with schedule.milestone_unit=fraction each must be in (0, 1); {hint}")
+    if not fraction and not (numbers and all(m > 0 for m in given)):
+        raise _key_error("milestones", given, "with schedule.milestone_unit=epoch each must be a number of epochs > 0; "
+                         "e.g. [30, 60, 90], or fractions of the run with schedule.milestone_unit=fraction")
     steps = []
-    for m in milestones:
-        step = round(_positive("milestones", m) * steps_per_epoch)
+    for m in given:
+        step = round(m * total_steps) if fraction else round(m * steps_per_epoch)
+        where = f"{m:g} of {total_steps} steps" if fraction else f"epoch {m:g}"
+        if step < 1:
+            raise _key_error("milestones", given, f"{where} rounds to step 0, the start of this schedule; "
+                             "raise it or trainer.epochs")
         if steps and step <= steps[-1]:
-            raise _key_error("milestones", list(milestones), "must be strictly increasing")
+            if m > previous:  # increasing, but both round to the same step
+                raise _key_error("milestones", given, f"{previous:g} and {m:g} fall on the same step ({step}"
+                                 + (f" of {total_steps}" if fraction else "") + "); spread them or raise trainer.epochs")
+            raise _key_error("milestones", given, "must be strictly increasing; sort them and drop repeats")
         if step >= total_steps:
-            raise _key_error("milestones", list(milestones),
+            if fraction:
+                raise _key_error("milestones", given,
+                                 f"{where} rounds to step {step}, the end of this schedule (after any warmup); "
+                                 "lower it or raise trainer.epochs")
+            raise _key_error("milestones", given,
                              f"epoch {m} is past the last epoch ({total_steps / steps_per_epoch:g} epochs of "
                              "this schedule, after any warmup); lower it or raise trainer.epochs")
         steps.append(step)
+        previous = m
     return sched.MultiStepLR(optimizer, milestones=steps, gamma=_positive("gamma", gamma))
 
 
