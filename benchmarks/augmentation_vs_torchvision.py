@@ -25,6 +25,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from omegaconf import OmegaConf
+
+from trainlab.config import load_option
 from PIL import Image
 from torchvision.transforms import v2
 
@@ -35,7 +37,6 @@ from trainlab.data.preprocess import MeanStd
 from trainlab.models.cnn import CNN
 
 BATCH = 128
-STANDARD = Path(__file__).resolve().parents[1] / "configs" / "augmentation" / "standard.yaml"
 
 
 class PilDataset(torch.utils.data.Dataset):
@@ -65,7 +66,7 @@ def torchvision_loader(images, labels, mean, std):
 
 
 def trainlab_loader(images, labels, preprocess):
-    pipeline = build_augmentation(OmegaConf.load(STANDARD).ops, tuple(images.shape[1:]))
+    pipeline = build_augmentation(load_option("augmentation", "standard").ops, tuple(images.shape[1:]))
     return DeviceLoader(images, labels, BATCH, normalize=preprocess, augment=pipeline, shuffle=True, drop_last=True)
 
 

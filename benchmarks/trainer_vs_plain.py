@@ -2,8 +2,10 @@
 
 Both run in this one process, alternating round by round so that machine noise hits both alike.
 The trainlab side is the real thing: DeviceLoader (index slices, uint8 -> normalized float per batch),
-Trainer.train_epoch (running sums on the device, per-step schedule, TensorBoard writer, progress bar
-handle). The plain side gets its data pre-normalized as float, which only favours it.
+Trainer.fit for one epoch with the default callbacks of configs/callbacks/default.yaml (checkpoint:
+best.pt + last.pt; TensorBoard; console line; EMA and early stopping stay off as by default), a per-step
+cosine schedule and one validation batch. The plain side trains, scores the same validation batch and
+torch.saves its weights once; it gets its data pre-normalized as float, which only favours it.
 
     python benchmarks/trainer_vs_plain.py [--steps 60] [--rounds 3] [--dataset fashion_mnist|synthetic]
 
@@ -17,23 +19,26 @@ import copy
 import statistics
 import tempfile
 import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torch.utils.tensorboard import SummaryWriter
 
+from trainlab.build import build_callbacks
+from trainlab.callbacks.base import RunInfo
+from trainlab.config import load_option
 from trainlab.data.datasets import load_fashion_mnist, make_synthetic
 from trainlab.data.loader import DeviceLoader
 from trainlab.data.preprocess import MeanStd
 from trainlab.models.cnn import CNN
-from trainlab.monitor.console import EpochBar
 from trainlab.optim import cosine_schedule
 from trainlab.train import Trainer
 
 
-def plain_loop(model, images, labels, batch_size, steps, generator):
+def plain_loop(model, images, labels, batch_size, steps, generator, val, folder):
     """The reference: what one writes by hand for in-memory data."""
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
     model.train()
     order = torch.randperm(images.shape[0], generator=generator)
     for step in range(steps):
@@ -42,14 +47,35 @@ def plain_loop(model, images, labels, batch_size, steps, generator):
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-    return loss.item()
+        scheduler.step()
+    model.eval()
+    with torch.inference_mode():
+        accuracy = (model(val[0]).argmax(1) == val[1]).float().mean().item()
+    torch.save(model.state_dict(), f"{folder}/plain.pt")
+    return loss.item(), accuracy
 
 
-def trainlab_epoch(model, loader, steps, writer):
+def default_callbacks(folder):
+    """The callbacks `trainlab train` builds by default, writing into `folder`."""
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.create({"callbacks": load_option("callbacks", "default")})
+    cfg.callbacks.console.model_summary = False  # the table costs a forward pass at start, not per step
+    run = RunInfo(run_dir=Path(folder), monitor="val/acc", mode="max",
+                  config={"optimizer": {"lr": 1e-3}, "trainer": {"batch_size": 128, "epochs": 1}, "seed": 0},
+                  summary={"params": 0, "trainable_params": 0, "device": "cpu", "train_size": 0, "val_size": 0,
+                           "test_size": 0})
+    return build_callbacks(cfg, run)
+
+
+def trainlab_epoch(model, loader, val_loader, steps, folder):
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     scheduler = cosine_schedule(optimizer, steps_per_epoch=steps, total_steps=steps)
-    trainer = Trainer(model, optimizer, scheduler, torch.device("cpu"), log_every=50, writer=writer)
-    return trainer.train_epoch(loader, EpochBar(None, None))
+    trainer = Trainer(model, optimizer, scheduler, torch.device("cpu"), log_every=50,
+                      callbacks=default_callbacks(folder))
+    result = trainer.fit(loader, val_loader, epochs=1)
+    trainer.callbacks["tensorboard"].close()
+    return result
 
 
 def main() -> None:
@@ -72,27 +98,30 @@ def main() -> None:
     torch.manual_seed(0)
     reference = CNN(list(data.input_shape), data.num_classes)
     loader = DeviceLoader(images, labels, args.batch_size, normalize=normalize, shuffle=True, drop_last=True)
+    val_images, val_labels = data.test_images[:args.batch_size], data.test_labels[:args.batch_size]
+    val_loader = DeviceLoader(val_images, val_labels, args.batch_size, normalize=normalize)
+    val = (normalize(val_images), val_labels)
     print(f"{args.dataset}: {count} images, batch {args.batch_size}, {args.steps} steps per side and round, "
           f"{torch.get_num_threads()} threads, torch {torch.__version__}")
 
-    # one warm-up round each (allocator, kernels), not timed
-    plain_loop(copy.deepcopy(reference), pre_normalized, labels, args.batch_size, 5, torch.Generator().manual_seed(0))
-    with tempfile.TemporaryDirectory() as logdir:
-        writer = SummaryWriter(logdir)
-        trainlab_epoch(copy.deepcopy(reference), DeviceLoader(images[:5 * args.batch_size], labels[:5 * args.batch_size],
-                                                             args.batch_size, normalize=normalize), 5, writer)
+    with tempfile.TemporaryDirectory() as folder:
+        # one warm-up round each (allocator, kernels, the TensorBoard import), not timed
+        plain_loop(copy.deepcopy(reference), pre_normalized, labels, args.batch_size, 5,
+                   torch.Generator().manual_seed(0), val, folder)
+        warm = DeviceLoader(images[:5 * args.batch_size], labels[:5 * args.batch_size], args.batch_size,
+                            normalize=normalize)
+        trainlab_epoch(copy.deepcopy(reference), warm, val_loader, 5, f"{folder}/warm")
         rates = {"plain": [], "trainlab": []}
         for round_index in range(args.rounds):
             started = time.perf_counter()
             plain_loop(copy.deepcopy(reference), pre_normalized, labels, args.batch_size, args.steps,
-                       torch.Generator().manual_seed(round_index))
+                       torch.Generator().manual_seed(round_index), val, folder)
             rates["plain"].append(count / (time.perf_counter() - started))
             started = time.perf_counter()
-            trainlab_epoch(copy.deepcopy(reference), loader, args.steps, writer)
+            trainlab_epoch(copy.deepcopy(reference), loader, val_loader, args.steps, f"{folder}/round{round_index}")
             rates["trainlab"].append(count / (time.perf_counter() - started))
             print(f"round {round_index + 1}: plain {rates['plain'][-1]:8.0f} samples/s   "
                   f"trainlab {rates['trainlab'][-1]:8.0f} samples/s")
-        writer.close()
     plain, ours = statistics.median(rates["plain"]), statistics.median(rates["trainlab"])
     print(f"median: plain {plain:.0f} samples/s, trainlab {ours:.0f} samples/s, ratio trainlab/plain = {ours / plain:.3f}")
 

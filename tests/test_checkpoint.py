@@ -1,4 +1,4 @@
-"""Checkpoints: atomic writes, safe loads, and best.pt / last.pt bookkeeping."""
+"""Checkpoints: atomic writes, safe loads, and the Checkpoint callback's best.pt / last.pt bookkeeping."""
 
 from __future__ import annotations
 
@@ -7,11 +7,14 @@ import os
 import pickle
 import stat
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
 
-from trainlab.checkpoint import FORMAT, Checkpointer, cpu_state, load, save_atomic
+from trainlab.callbacks.base import EpochEnd, RunInfo
+from trainlab.callbacks.checkpoint import Checkpoint
+from trainlab.checkpoint import FORMAT, cpu_state, load, save_atomic
 
 
 class Custom:
@@ -85,7 +88,7 @@ def test_cpu_state_is_a_detached_copy():
     assert not state["weight"].requires_grad and state["weight"].device.type == "cpu"
 
 
-# ---------------------------------------------------------------- Checkpointer
+# ---------------------------------------------------------------- the Checkpoint callback
 
 
 def identity(path: Path) -> tuple[int, int]:
@@ -94,18 +97,39 @@ def identity(path: Path) -> tuple[int, int]:
     return stat.st_ino, stat.st_mtime_ns
 
 
-def update(ckpt: Checkpointer, epoch: int, value: float, metric: str) -> bool:
-    state = {"w": torch.full((2,), float(epoch))}
-    return ckpt.update(epoch, {metric: value, "train/loss": 1.0 / epoch}, state, {"step": 10 * epoch})
+def saver(run_dir, monitor: str, mode: str, **kwargs) -> Checkpoint:
+    """A Checkpoint callback set up for a run in `run_dir` (it writes run_dir/checkpoints/*.pt)."""
+    ckpt = Checkpoint(**kwargs)
+    ckpt.setup(RunInfo(run_dir=run_dir, monitor=monitor, mode=mode, checkpoint_extra={"classes": ["x", "y"]}))
+    return ckpt
+
+
+class FakeTrainer:
+    """What the callback reads from the Trainer: the model's weights and the resumable state."""
+
+    def __init__(self, epoch: int):
+        weights = {"w": torch.full((2,), float(epoch))}
+        self.model = SimpleNamespace(state_dict=lambda: weights)
+        self.state = {"step": 10 * epoch}
+
+    def state_dict(self) -> dict:
+        return self.state
+
+
+def update(ckpt: Checkpoint, epoch: int, value: float, metric: str) -> bool:
+    """One epoch end, as the Trainer fires it; returns whether the callback marked the epoch best."""
+    end = EpochEnd(epoch=epoch, epochs=99, metrics={metric: value, "train/loss": 1.0 / epoch}, lr=0.1, seconds=1.0)
+    ckpt.on_epoch_end(FakeTrainer(epoch), end)
+    return end.is_best
 
 
 @pytest.mark.parametrize("mode, metric, values, best_epochs", [
     ("max", "val/acc", [0.5, 0.7, 0.6, 0.7, 0.8], [1, 2, 2, 2, 5]),
     ("min", "val/loss", [2.0, 1.5, 1.7, 1.5, 1.0], [1, 2, 2, 2, 5]),
 ])
-def test_checkpointer_writes_best_only_on_improvement_and_last_every_time(tmp_path, mode, metric, values,
-                                                                          best_epochs):
-    ckpt = Checkpointer(tmp_path / "checkpoints", metric, mode, extra={"classes": ["x", "y"]})
+def test_checkpoint_writes_best_only_on_improvement_and_last_every_time(tmp_path, mode, metric, values,
+                                                                        best_epochs):
+    ckpt = saver(tmp_path, metric, mode)
     assert ckpt.best() == {"metric": metric, "mode": mode, "value": -math.inf if mode == "max" else math.inf,
                            "epoch": None}
     previous_best = None
@@ -114,6 +138,7 @@ def test_checkpointer_writes_best_only_on_improvement_and_last_every_time(tmp_pa
         assert improved is (best_epoch == epoch)
         best_value = values[best_epoch - 1]
         assert ckpt.best() == {"metric": metric, "mode": mode, "value": best_value, "epoch": best_epoch}
+        assert ckpt.state_dict() == {"best_value": best_value, "best_epoch": best_epoch}
 
         last = load(ckpt.last_path)
         assert last["epoch"] == epoch and last["step"] == 10 * epoch
@@ -125,7 +150,7 @@ def test_checkpointer_writes_best_only_on_improvement_and_last_every_time(tmp_pa
         assert best["epoch"] == best_epoch and best["metrics"][metric] == best_value
         assert torch.equal(best["model"]["w"], torch.full((2,), float(best_epoch)))
         assert best["best"] == {"metric": metric, "mode": mode, "value": best_value, "epoch": best_epoch}
-        assert best["classes"] == ["x", "y"]
+        assert best["classes"] == ["x", "y"] and best["weights"] == "model"
         assert "step" not in best  # the resume state goes to last.pt only
 
         now = identity(ckpt.best_path)
@@ -135,16 +160,47 @@ def test_checkpointer_writes_best_only_on_improvement_and_last_every_time(tmp_pa
     assert sorted(p.name for p in ckpt.folder.iterdir()) == ["best.pt", "last.pt"]
 
 
-def test_checkpointer_first_update_always_writes_best(tmp_path):
-    ckpt = Checkpointer(tmp_path, "val/loss", "min")
-    assert update(ckpt, 1, 1e6, "val/loss") is True
+@pytest.mark.parametrize("mode, metric, value", [("min", "val/loss", 1e6), ("max", "val/acc", -1e6)])
+def test_checkpoint_first_epoch_always_writes_best(tmp_path, mode, metric, value):
+    ckpt = saver(tmp_path, metric, mode)
+    assert update(ckpt, 1, value, metric) is True
     assert ckpt.best_path.is_file() and load(ckpt.best_path)["epoch"] == 1
 
 
-def test_checkpointer_paths(tmp_path):
-    ckpt = Checkpointer(tmp_path / "c", "val/acc", "max")
-    assert ckpt.best_path == tmp_path / "c" / "best.pt"
-    assert ckpt.last_path == tmp_path / "c" / "last.pt"
+def test_checkpoint_paths(tmp_path):
+    ckpt = saver(tmp_path / "run", "val/acc", "max")
+    assert ckpt.folder == tmp_path / "run" / "checkpoints"
+    assert ckpt.best_path == tmp_path / "run" / "checkpoints" / "best.pt"
+    assert ckpt.last_path == tmp_path / "run" / "checkpoints" / "last.pt"
+
+
+def test_best_weights_go_to_best_pt_and_the_model_to_last_pt(tmp_path):
+    ckpt = saver(tmp_path, "val_ema/acc", "max")
+    ckpt.best_weights = lambda: {"w": torch.full((2,), -1.0)}  # what the build wires to the EMA's weights
+    update(ckpt, 3, 0.5, "val_ema/acc")
+    best, last = load(ckpt.best_path), load(ckpt.last_path)
+    assert best["weights"] == "ema" and torch.equal(best["model"]["w"], torch.full((2,), -1.0))
+    assert torch.equal(last["model"]["w"], torch.full((2,), 3.0))
+
+
+def test_save_last_false_keeps_best_only_and_no_run_folder_writes_nothing(tmp_path):
+    ckpt = saver(tmp_path, "val/acc", "max", save_last=False)
+    update(ckpt, 1, 0.5, "val/acc")
+    assert sorted(p.name for p in ckpt.folder.iterdir()) == ["best.pt"]
+    dry = Checkpoint()
+    dry.setup(RunInfo(run_dir=None, monitor="val/acc", mode="max"))  # the config check's dry build
+    assert update(dry, 1, 0.5, "val/acc") is True and dry.best()["epoch"] == 1
+    assert update(dry, 2, 0.4, "val/acc") is False
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoints"]
+
+
+def test_checkpoint_state_round_trips(tmp_path):
+    ckpt = saver(tmp_path, "val/loss", "min")
+    update(ckpt, 1, 0.9, "val/loss")
+    again = saver(tmp_path / "resumed", "val/loss", "min")
+    again.load_state_dict(ckpt.state_dict())
+    assert again.best() == ckpt.best()
+    assert update(again, 2, 1.0, "val/loss") is False  # not better than the resumed run's best
 
 
 def test_saved_checkpoint_has_the_permissions_of_a_normal_file(tmp_path):
@@ -152,8 +208,19 @@ def test_saved_checkpoint_has_the_permissions_of_a_normal_file(tmp_path):
     try:
         save_atomic(payload(), tmp_path / "best.pt")
         (tmp_path / "plain.txt").write_text("x")
+        ckpt = saver(tmp_path / "run", "val/acc", "max")
+        update(ckpt, 1, 0.5, "val/acc")
     finally:
         os.umask(old)
     plain_mode = stat.S_IMODE((tmp_path / "plain.txt").stat().st_mode)
     assert plain_mode == 0o644
     assert stat.S_IMODE((tmp_path / "best.pt").stat().st_mode) == plain_mode
+    for path in (ckpt.best_path, ckpt.last_path):  # what the callback writes too
+        assert stat.S_IMODE(path.stat().st_mode) == plain_mode, path
+
+
+def test_the_callbacks_checkpoints_load_with_plain_torch_weights_only(tmp_path):
+    ckpt = saver(tmp_path, "val/acc", "max")
+    update(ckpt, 1, 0.5, "val/acc")
+    for path in (ckpt.best_path, ckpt.last_path):
+        assert torch.load(path, weights_only=True)["format"] == FORMAT

@@ -15,6 +15,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from conftest import QUICK, require_fashion_mnist, run_folders, run_trainlab
 
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 SUMMARY_KEYS = {"status", "best", "test", "time", "device", "params", "train_samples_per_s", "epochs_run"}
 
 
@@ -34,6 +35,7 @@ def scalars(run_dir: Path) -> dict[str, list]:
     return {tag: events.Scalars(tag) for tag in events.Tags()["scalars"]}
 
 
+@pytest.mark.slow
 def test_run_folder_has_the_contract_files(synthetic_run):
     run_dir, _ = synthetic_run
     assert run_dir.parent.parent.name == "train" and run_dir.parent.parent.parent.name == "outputs"
@@ -45,6 +47,7 @@ def test_run_folder_has_the_contract_files(synthetic_run):
     assert config.dataset.name == "synthetic" and config.trainer.epochs == 3
 
 
+@pytest.mark.slow
 def test_console_shows_epoch_lines_table_and_run_folder(synthetic_run):
     run_dir, result = synthetic_run
     lines = [line for line in result.stdout.splitlines() if line.startswith("epoch ")]
@@ -54,6 +57,7 @@ def test_console_shows_epoch_lines_table_and_run_folder(synthetic_run):
     assert str(run_dir) in result.stdout.replace("\n", "")
 
 
+@pytest.mark.slow
 def test_summary_json(synthetic_run):
     run_dir, _ = synthetic_run
     summary = json.loads((run_dir / "summary.json").read_text())
@@ -69,6 +73,7 @@ def test_summary_json(synthetic_run):
     assert summary["params"] == sum(t.numel() for k, t in model.items() if "running" not in k and "num_batches" not in k)
 
 
+@pytest.mark.slow
 def test_tensorboard_scalars(synthetic_run):
     run_dir, _ = synthetic_run
     found = scalars(run_dir)
@@ -84,6 +89,7 @@ def test_tensorboard_scalars(synthetic_run):
     assert lrs[0] > lrs[-1], "cosine schedule: the learning rate falls"
 
 
+@pytest.mark.slow
 def test_best_checkpoint_reproduces_logged_val_accuracy(synthetic_run):
     from trainlab.data import build_data
     from trainlab.models import build_model
@@ -105,6 +111,7 @@ def test_best_checkpoint_reproduces_logged_val_accuracy(synthetic_run):
     assert trainer.evaluate(data.test)["acc"] == pytest.approx(summary["test"]["acc"], abs=1e-9)
 
 
+@pytest.mark.slow
 def test_last_checkpoint_holds_what_resuming_needs(synthetic_run):
     run_dir, _ = synthetic_run
     last = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)
@@ -113,6 +120,7 @@ def test_last_checkpoint_holds_what_resuming_needs(synthetic_run):
     assert last["optimizer"]["state"], "Adam's moments are saved"
 
 
+@pytest.mark.slow
 def test_overrides_change_choices_and_values(tmp_path):
     result = run_trainlab(["train", "dataset=synthetic", "optimizer=sgd", "optimizer.lr=0.05", "schedule=step",
                            "model=mlp", "trainer.epochs=1"], tmp_path)
@@ -126,6 +134,7 @@ def test_overrides_change_choices_and_values(tmp_path):
     assert summary["choices"]["optimizer"] == "sgd" and summary["choices"]["model"] == "mlp"
 
 
+@pytest.mark.slow
 def test_fashion_mnist_slice(tmp_path):
     require_fashion_mnist()
     result = run_trainlab(["train", "dataset.train_size=2000", "dataset.val_size=500", "trainer.epochs=2",
@@ -138,6 +147,7 @@ def test_fashion_mnist_slice(tmp_path):
     assert summary["test"]["acc"] > 0.3, "two epochs on 2000 Fashion-MNIST images beat 10% chance clearly"
 
 
+@pytest.mark.slow
 def test_multirun_leaves_one_folder_per_job(tmp_path):
     result = run_trainlab(["train", "-m", *QUICK, "trainer.epochs=1", "optimizer=sgd,adam"], tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -186,6 +196,7 @@ def test_user_configs_folder_adds_options(tmp_path):
     ("optimizer.lr=-0.1", "optimizer"),
     ("model.activation=swishy", "model.activation"),
 ])
+@pytest.mark.slow
 def test_bad_values_fail_at_start_with_one_clear_line(tmp_path, override, key):
     earlier = tmp_path / "outputs" / "train" / "2020-01-01" / "00-00-00"
     earlier.mkdir(parents=True)
@@ -196,12 +207,18 @@ def test_bad_values_fail_at_start_with_one_clear_line(tmp_path, override, key):
     assert len(errors) == 1 and key in errors[0], result.stderr
     assert "Traceback" not in result.stderr
     assert (earlier / "summary.json").read_text() == '{"status": "completed"}', "earlier runs are untouched"
+    assert run_folders(tmp_path) == [] and sorted((tmp_path / "outputs" / "train").iterdir()) == [earlier.parent], \
+        "no new folder"
 
 
 def test_unknown_option_names_the_group(tmp_path):
     result = run_trainlab(["train", "optimizer=adamm"], tmp_path)
-    assert result.returncode != 0
-    assert "optimizer" in result.stderr and "adam" in result.stderr  # Hydra lists the available options
+    assert result.returncode == 2
+    errors = [line for line in result.stderr.splitlines() if line.startswith("trainlab: error:")]
+    assert len(errors) == 1, result.stderr
+    assert errors[0].startswith("trainlab: error: optimizer=adamm: no such option; choose one of ")
+    listed = errors[0].split("choose one of ")[1].split(" (")[0].split(", ")
+    assert listed == sorted(p.stem for p in (CONFIGS / "optimizer").glob("*.yaml"))
 
 
 def test_unknown_command(tmp_path):
@@ -209,6 +226,7 @@ def test_unknown_command(tmp_path):
     assert result.returncode == 2 and "unknown command 'trian'" in result.stderr
 
 
+@pytest.mark.slow
 def test_missing_dataset_message(tmp_path, monkeypatch):
     # An explicit empty root, no system folder visible, download off: the message says where and how.
     result = run_trainlab(["train", "dataset.root=" + str(tmp_path / "nothing"), "dataset.download=false",
@@ -218,7 +236,7 @@ def test_missing_dataset_message(tmp_path, monkeypatch):
 
 
 def test_runs_started_in_the_same_second_get_their_own_folders(tmp_path):
-    from trainlab.cli import claim_run_dir
+    from trainlab.commands import claim_run_dir
 
     now = datetime(2026, 1, 2, 3, 4, 5)
     first, second, third = (claim_run_dir(tmp_path / "outputs" / "train", now) for _ in range(3))
@@ -226,14 +244,81 @@ def test_runs_started_in_the_same_second_get_their_own_folders(tmp_path):
     assert len({first, second, third}) == 3 and all(p.is_dir() for p in (first, second, third))
 
 
+@pytest.mark.slow
 def test_explicit_run_dir_is_respected(tmp_path):
-    from trainlab.cli import hydra_argv
-
-    argv = hydra_argv(["hydra.run.dir=mine", "optimizer=sgd"], tmp_path, datetime.now())
-    assert argv == ["hydra.run.dir=mine", "optimizer=sgd"]
+    result = run_trainlab(["train", *QUICK, "trainer.epochs=1", "hydra.run.dir=mine"], tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert (tmp_path / "mine" / "summary.json").is_file() and (tmp_path / "mine" / ".hydra").is_dir()
     assert not (tmp_path / "outputs").exists()
 
 
+def files_and_bytes(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.slow
+def test_a_folder_holding_a_run_is_never_written_by_another(tmp_path):
+    assert run_trainlab(["train", *QUICK, "trainer.epochs=1", "hydra.run.dir=done"], tmp_path).returncode == 0
+    before = files_and_bytes(tmp_path / "done")
+    assert {"summary.json", "checkpoints/best.pt", "checkpoints/last.pt"} <= set(before)
+    again = run_trainlab(["train", *QUICK, "trainer.epochs=1", "hydra.run.dir=done"], tmp_path)
+    assert again.returncode == 2
+    errors = [line for line in again.stderr.splitlines() if line.startswith("trainlab: error:")]
+    assert len(errors) == 1 and "hydra.run.dir=done: that folder already holds a run" in errors[0]
+    assert "trainer.resume=done" in errors[0] and "Traceback" not in again.stderr
+    assert files_and_bytes(tmp_path / "done") == before, "not one byte of the finished run changed"
+
+
+@pytest.mark.slow
+def test_a_sweep_folder_holding_jobs_is_refused(tmp_path):
+    sweep = tmp_path / "sweep"
+    (sweep / "0").mkdir(parents=True)
+    (sweep / "0" / "summary.json").write_text('{"status": "completed"}')
+    result = run_trainlab(["train", "-m", *QUICK, "optimizer.lr=0.1,0.2", "hydra.sweep.dir=sweep"], tmp_path)
+    assert result.returncode == 2 and "hydra.sweep.dir=sweep: that folder already holds a sweep" in result.stderr
+    assert sorted(p.name for p in sweep.iterdir()) == ["0"]
+    assert (sweep / "0" / "summary.json").read_text() == '{"status": "completed"}'
+
+
+@pytest.mark.slow
+def test_a_bad_config_leaves_no_folder_behind(tmp_path):
+    for bad in (["trainer.epochs=0"], ["optimizer.lr=-1"], ["callbacks.ema.decay=7"], ["optimizer=adamm"],
+                ["augmentation=standard", "augmentation.ops.crop.padding=-3"]):
+        result = run_trainlab(["train", *QUICK, *bad], tmp_path)
+        assert result.returncode == 2, (bad, result.stderr[-1000:])
+        assert not (tmp_path / "outputs").exists(), bad
+
+
+@pytest.mark.slow
+def test_a_callback_of_ones_own_is_one_class_and_one_yaml(tmp_path):
+    (tmp_path / "my_probe.py").write_text(
+        "import json\n"
+        "from trainlab.callbacks import Callback\n\n"
+        "class Probe(Callback):\n"
+        "    def __init__(self, tag='probe'):\n"
+        "        self.tag, self.seen = tag, []\n"
+        "    def on_epoch_end(self, trainer, end):\n"
+        "        self.seen.append(round(end.metrics['val/acc'], 6))\n"
+        "    def on_fit_end(self, trainer, result, error):\n"
+        "        (self.run.run_dir / f'{self.tag}.json').write_text(json.dumps(self.seen))\n")
+    (tmp_path / "configs" / "callbacks").mkdir(parents=True)
+    (tmp_path / "configs" / "callbacks" / "probe.yaml").write_text("probe:\n  _target_: my_probe.Probe\n  tag: probe\n")
+    import os
+
+    env_path = os.environ.get("PYTHONPATH", "")
+    os.environ["PYTHONPATH"] = f"{tmp_path}{os.pathsep}{env_path}" if env_path else str(tmp_path)
+    try:
+        result = run_trainlab(["train", *QUICK, "callbacks=[default,probe]", "callbacks.probe.tag=seen",
+                               "hydra.run.dir=run"], tmp_path)
+    finally:
+        os.environ["PYTHONPATH"] = env_path
+    assert result.returncode == 0, result.stderr[-2000:]
+    seen = json.loads((tmp_path / "run" / "seen.json").read_text())
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert len(seen) == 2 and max(seen) == pytest.approx(summary["best"]["value"], abs=1e-6)
+
+
+@pytest.mark.slow
 def test_interrupted_run_resumes_to_the_same_weights_as_an_uninterrupted_one(tmp_path):
     import os
     import signal
@@ -272,6 +357,7 @@ def test_interrupted_run_resumes_to_the_same_weights_as_an_uninterrupted_one(tmp
     assert summaries[0]["best"] == summaries[1]["best"] and summaries[0]["test"] == summaries[1]["test"]
 
 
+@pytest.mark.slow
 def test_resume_refuses_a_different_config(tmp_path):
     config = ["train", *QUICK, "trainer.epochs=2", "hydra.run.dir=first"]
     assert run_trainlab(config, tmp_path).returncode == 0
@@ -285,6 +371,7 @@ def test_resume_refuses_a_different_config(tmp_path):
     assert missing.returncode == 2 and "trainer.resume=nowhere: no checkpoint there" in missing.stderr
 
 
+@pytest.mark.slow
 def test_divergence_stops_a_run_but_not_a_sweep(tmp_path):
     config = ["dataset=synthetic", "model=mlp", "model.hidden=[32]", "optimizer=sgd", "trainer.epochs=2"]
     single = run_trainlab(["train", *config, "optimizer.lr=1e6"], tmp_path)
@@ -298,6 +385,7 @@ def test_divergence_stops_a_run_but_not_a_sweep(tmp_path):
     assert statuses == ["diverged", "completed"]
 
 
+@pytest.mark.slow
 def test_augment_writes_a_grid_png_and_logs_it_to_tensorboard(tmp_path):
     from torchvision.io import read_image
 
@@ -319,7 +407,7 @@ def test_augment_writes_a_grid_png_and_logs_it_to_tensorboard(tmp_path):
 def test_grid_rows_start_with_the_originals():
     from trainlab.data.augment import HorizontalFlip
     from trainlab.data.pipeline import Pipeline
-    from trainlab.show import grid_rows
+    from trainlab.commands.augment import grid_rows
 
     originals = torch.randint(0, 256, (2, 1, 4, 5), dtype=torch.uint8)
     tiles = grid_rows(originals, Pipeline({"flip": HorizontalFlip(p=1.0)}), None, 3, torch.Generator())
@@ -345,6 +433,7 @@ def write_image_folder(root: Path, classes=("cat", "dog", "fox"), per_class=10, 
 
 
 @pytest.mark.parametrize("memory, path", [("2048", "in memory"), ("0", "streamed")])
+@pytest.mark.slow
 def test_imagefolder_trains_in_memory_and_streamed(tmp_path, memory, path):
     root = write_image_folder(tmp_path / "pets")
     result = run_trainlab(["train", "dataset=imagefolder", f"dataset.root={root}", "dataset.image_size=8",
@@ -361,6 +450,7 @@ def test_imagefolder_trains_in_memory_and_streamed(tmp_path, memory, path):
     assert (root / ".trainlab_cache").exists() == (path == "in memory")
 
 
+@pytest.mark.slow
 def test_imagefolder_without_test_split_reports_no_test(tmp_path):
     root = write_image_folder(tmp_path / "pets", with_test=False)
     result = run_trainlab(["train", "dataset=imagefolder", f"dataset.root={root}", "dataset.image_size=8",
@@ -372,6 +462,7 @@ def test_imagefolder_without_test_split_reports_no_test(tmp_path):
     assert summary["status"] == "completed" and summary["test"] is None
 
 
+@pytest.mark.slow
 def test_empty_class_folder_fails_with_its_name(tmp_path):
     root = write_image_folder(tmp_path / "pets")
     (root / "train" / "owl").mkdir()
@@ -386,6 +477,7 @@ def test_empty_class_folder_fails_with_its_name(tmp_path):
     (["+augmentation.ops.blur._target_=trainlab.data.augment.GaussianBlur"], "augmentation.ops.blur._target_=trainlab.data.augment.GaussianBlur: trainlab.data.augment has no 'GaussianBlur'"),
     (["dataset.folds=5", "dataset.fold=5"], "dataset.fold=5: must be in 0..k-1"),
 ])
+@pytest.mark.slow
 def test_bad_augmentation_and_split_settings_fail_at_start(tmp_path, overrides, message):
     result = run_trainlab(["train", "dataset=synthetic", *overrides], tmp_path)
     assert result.returncode == 2, result.stderr[-2000:]
@@ -413,8 +505,9 @@ def test_kfold_validation_folds_partition_the_training_split(tmp_path):
     assert all(s["train_size"] == 200 for s in sizes)
 
 
+@pytest.mark.slow
 def test_pretrain_then_linear_probe_through_the_cli(tmp_path):
-    small = ["dataset=synthetic", "model.channels=[8,16]", "optimizer.lr=0.003", "trainer.model_summary=false"]
+    small = ["dataset=synthetic", "model.channels=[8,16]", "optimizer.lr=0.003", "callbacks.console.model_summary=false"]
     pretrain = run_trainlab(["train", *small, "trainer.epochs=2", "hydra.run.dir=pre"], tmp_path)
     assert pretrain.returncode == 0, pretrain.stderr[-2000:]
     source = tmp_path / "pre" / "checkpoints" / "best.pt"
@@ -435,8 +528,9 @@ def test_pretrain_then_linear_probe_through_the_cli(tmp_path):
     assert after["head.weight"].shape == (5, 16)
 
 
+@pytest.mark.slow
 def test_bad_model_names_and_misfit_weights_fail_with_one_line(tmp_path):
-    quick = ["dataset=synthetic", "trainer.epochs=1", "trainer.model_summary=false"]
+    quick = ["dataset=synthetic", "trainer.epochs=1", "callbacks.console.model_summary=false"]
     typo = run_trainlab(["train", *quick, "model=torchvision", "model.name=resnt18"], tmp_path)
     assert typo.returncode == 2 and "model.name" in typo.stderr and "resnet18" in typo.stderr, typo.stderr[-2000:]
     mlp = run_trainlab(["train", *quick, "model=mlp", "hydra.run.dir=mlp"], tmp_path)
@@ -452,20 +546,23 @@ def test_bad_model_names_and_misfit_weights_fail_with_one_line(tmp_path):
     (["optimizer=momentum", "optimizer.momentum=1"], "optimizer.momentum=1: must be a number in [0, 1)"),
     (["optimizer.betas=[0.9,1.0]"], "optimizer.betas"),
     (["schedule.warmup_epochs=5"], "schedule.warmup_epochs=5: must be >= 0 and shorter than training"),
-    (["schedule=multistep"], "schedule.milestones=[30, 60, 90]: epoch 30 is past the last epoch"),
+    (["schedule=multistep", "schedule.milestone_unit=epoch", "schedule.milestones=[30,60,90]"],
+     "schedule.milestones=[30, 60, 90]: epoch 30 is past the last epoch"),
     (["trainer.monitor=val_ema/acc"], "trainer.monitor=val_ema/acc: never logged because the EMA is off"),
 ])
+@pytest.mark.slow
 def test_bad_optimizer_schedule_and_monitor_settings_fail_at_start(tmp_path, overrides, message):
-    result = run_trainlab(["train", "dataset=synthetic", "trainer.model_summary=false", *overrides], tmp_path)
+    result = run_trainlab(["train", "dataset=synthetic", "callbacks.console.model_summary=false", *overrides], tmp_path)
     errors = [line for line in result.stderr.splitlines() if line.startswith("trainlab: error:")]
     assert result.returncode == 2 and len(errors) == 1 and message in errors[0], result.stderr[-2000:]
     assert not list((tmp_path / "outputs").rglob("*.pt")), "stopped before training"
 
 
+@pytest.mark.slow
 def test_early_stopping_and_ema_through_the_cli(tmp_path):
     result = run_trainlab(["train", "dataset=synthetic", "model=mlp", "trainer.epochs=30", "optimizer.lr=1e-9",
-                           "schedule=constant", "trainer.early_stopping.patience=2", "trainer.ema.decay=0.9",
-                           "trainer.model_summary=false"], tmp_path)
+                           "schedule=constant", "callbacks.early_stopping.patience=2", "callbacks.ema.decay=0.9",
+                           "callbacks.console.model_summary=false"], tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     (run_dir,) = run_folders(tmp_path)
     summary = json.loads((run_dir / "summary.json").read_text())

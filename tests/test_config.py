@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from trainlab.config import DatasetSchema, TrainerSchema, instantiate, switch, validate
+from trainlab.config import load_option, DatasetSchema, TrainerSchema, instantiate, switch, validate
 from trainlab.errors import ConfigError
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -21,7 +21,7 @@ def composed(**choices: str):
     picked = {**DEFAULTS, **choices}
     cfg = OmegaConf.create({"seed": 0})
     for group in GROUPS:
-        cfg[group] = OmegaConf.load(CONFIGS / group / f"{picked[group]}.yaml")
+        cfg[group] = load_option(group, picked[group])
     return cfg
 
 
@@ -66,7 +66,7 @@ def test_missing_trainer_and_dataset_keys_are_filled_from_the_schema():
     assert checked.trainer.epochs == 2
     trainer_defaults = TrainerSchema()
     for key in ("batch_size", "eval_batch_size", "device", "monitor", "mode", "label_smoothing", "log_every",
-                "amp", "channels_last", "drop_last", "progress", "deterministic"):
+                "amp", "channels_last", "drop_last", "resume", "deterministic"):
         assert checked.trainer[key] == getattr(trainer_defaults, key), key
     dataset_defaults = DatasetSchema()
     for key in ("root", "train_size", "val_size", "download"):
@@ -224,7 +224,7 @@ def test_instantiate_with_a_bad_module_names_the_key():
 
 def test_instantiate_with_an_unknown_argument_names_the_key_and_argument():
     node = OmegaConf.create({"_target_": "trainlab.models.mlp.MLP", "hiddden": [4]})
-    with pytest.raises(ConfigError, match=r"^model: .*hiddden"):
+    with pytest.raises(ConfigError, match=r"^model\.hiddden: unknown key; known keys: hidden, activation"):
         instantiate(node, "model", input_shape=[1, 2, 2], num_classes=3)
 
 

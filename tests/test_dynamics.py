@@ -11,20 +11,25 @@ import pytest
 import torch
 import torch.nn.functional as F
 from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
 
 from conftest import run_trainlab
-from trainlab.checkpoint import Checkpointer, load
-from trainlab.config import validate
+from trainlab.build import build_callbacks, check
+from trainlab.callbacks.base import RunInfo
+from trainlab.callbacks.checkpoint import Checkpoint
+from trainlab.callbacks.early_stopping import EarlyStopping
+from trainlab.callbacks.ema import EMA, build_ema
+from trainlab.callbacks.tensorboard import TensorBoard
+from trainlab.checkpoint import load
+from trainlab.config import effective_monitor, validate
 from trainlab.data import split_train_val
 from trainlab.data.datasets import make_synthetic
 from trainlab.data.loader import DeviceLoader
 from trainlab.data.preprocess import MeanStd
-from trainlab.ema import build_ema
 from trainlab.errors import ConfigError
 from trainlab.models.mlp import MLP
 from trainlab.regularization import WeightPenalty, build_penalty
-from trainlab.train import EarlyStopping, Trainer
+from trainlab.runtime import compile_model, resolve_amp
+from trainlab.train import StepSettings, Trainer
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 CPU = torch.device("cpu")
@@ -61,25 +66,40 @@ def constant(optimizer):
     return torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
 
 
-def sgd_trainer(model, lr=0.1, **kwargs) -> Trainer:
+STEP_KEYS = {"label_smoothing", "accumulate", "clip_grad_norm", "clip_grad_value"}
+
+
+def sgd_trainer(model, lr=0.1, writer=None, **kwargs) -> Trainer:
+    """Plain SGD at a constant rate; StepSettings keys (accumulate, clip_grad_*) may be given directly, and
+    `writer` (a FakeWriter) receives what the TensorBoard callback logs."""
     optimizer = torch.optim.SGD(model.parameters(), lr=lr)
+    steps = {k: kwargs.pop(k) for k in list(kwargs) if k in STEP_KEYS}
+    if steps:
+        kwargs["steps"] = StepSettings(**steps)
+    if writer is not None:
+        kwargs["callbacks"] = {**kwargs.get("callbacks", {}), "tensorboard": tensorboard(writer)}
     return Trainer(model, optimizer, constant(optimizer), CPU, **kwargs)
 
 
-class NoBar:
-    def advance(self):
-        pass
+def tensorboard(writer) -> TensorBoard:
+    """The TensorBoard callback writing into a FakeWriter (no run folder, no event file)."""
+    callback = TensorBoard()
+    callback.setup(RunInfo(run_dir=None))
+    callback.writer = writer
+    return callback
 
-    def loss(self, value):
-        pass
+
+def checkpoint(run_dir, monitor="val/acc", mode="max") -> Checkpoint:
+    """The Checkpoint callback writing <run_dir>/checkpoints/{best,last}.pt."""
+    callback = Checkpoint()
+    callback.setup(RunInfo(run_dir=run_dir, monitor=monitor, mode=mode))
+    return callback
 
 
-class Notes:
-    def __init__(self):
-        self.lines: list[str] = []
-
-    def info(self, message):
-        self.lines.append(message)
+def stopper(patience, min_delta=0.0, monitor="val/acc", mode="max") -> EarlyStopping:
+    callback = EarlyStopping(patience=patience, min_delta=min_delta)
+    callback.setup(RunInfo(monitor=monitor, mode=mode))
+    return callback
 
 
 class FakeWriter:
@@ -116,11 +136,11 @@ def test_full_batch_takes_one_step_per_epoch_and_the_loss_falls(data):
 
 
 def test_batch_size_full_resolves_to_the_training_split(tmp_path):
-    from trainlab.run import build_loaders
+    from trainlab.build import loaders
 
     cfg = validate(composed("dataset=synthetic", "dataset.num_train=120", "dataset.val_size=20",
                             "trainer.batch_size=full", "trainer.drop_last=true"))
-    bundle = build_loaders(cfg, CPU, channels_last=False)
+    bundle = loaders(cfg, CPU, channels_last=False)
     assert cfg.trainer.batch_size == "full"
     assert bundle.train.batch_size == bundle.train.num_samples == 100 and len(bundle.train) == 1
     (images, labels), = list(bundle.train)
@@ -151,11 +171,12 @@ def test_clip_grad_norm_bounds_what_the_optimizer_sees_and_logs_the_pre_clip_nor
     clip = 0.05
     raw = sgd_trainer(data.model(), lr=1.0)
     unclipped = grads_at_step(raw.optimizer)
-    raw.train_epoch(data.train(batch=64, n=128), NoBar())
+    raw.train_epoch(data.train(batch=64, n=128))
     writer = FakeWriter()
     trainer = sgd_trainer(data.model(), lr=1.0, clip_grad_norm=clip, writer=writer, log_every=1)
+    assert trainer.settings.clip_grad_norm == clip
     seen = grads_at_step(trainer.optimizer)
-    trainer.train_epoch(data.train(batch=64, n=128), NoBar())
+    trainer.train_epoch(data.train(batch=64, n=128))
     assert total_norm(unclipped[0]) > 2 * clip  # the test means something: clipping had work to do
     for grads in seen:
         assert total_norm(grads) <= clip * (1 + 1e-5)
@@ -169,7 +190,7 @@ def test_clip_grad_value_bounds_every_element(data):
     bound = 2.0 ** -10  # exact in float32
     trainer = sgd_trainer(data.model(), lr=1.0, clip_grad_value=bound)
     seen = grads_at_step(trainer.optimizer)
-    trainer.train_epoch(data.train(batch=64, n=128), NoBar())
+    trainer.train_epoch(data.train(batch=64, n=128))
     assert seen and all(g.abs().max().item() <= bound for grads in seen for g in grads)
     assert any(g.abs().max().item() == pytest.approx(bound) for g in seen[0])  # some were clipped
 
@@ -178,9 +199,9 @@ def test_clip_grad_value_bounds_every_element(data):
 
 def test_accumulating_k_batches_of_b_equals_one_batch_of_k_times_b(data):
     big = sgd_trainer(data.model(), lr=0.5)
-    big.train_epoch(data.train(batch=64, n=64), NoBar())
+    big.train_epoch(data.train(batch=64, n=64))
     small = sgd_trainer(data.model(), lr=0.5, accumulate=4)
-    small.train_epoch(data.train(batch=16, n=64), NoBar())
+    small.train_epoch(data.train(batch=16, n=64))
     assert big.step == small.step == 1
     moved = False
     for (name, a), b in zip(big.model.named_parameters(), small.model.parameters()):
@@ -192,9 +213,21 @@ def test_accumulating_k_batches_of_b_equals_one_batch_of_k_times_b(data):
 def test_the_last_partial_accumulation_still_steps(data):
     trainer = sgd_trainer(data.model(), accumulate=2)
     steps = count_steps(trainer.optimizer)
-    trainer.train_epoch(data.train(batch=16, n=80), NoBar())  # 5 micro-batches: 2 + 2 + 1
+    trainer.train_epoch(data.train(batch=16, n=80))  # 5 micro-batches: 2 + 2 + 1
     assert len(steps) == 3 == trainer.step
     assert trainer.scheduler.last_epoch == 3  # the schedule steps with the optimizer
+
+
+def test_the_last_partial_accumulation_is_a_mean_too(data):
+    # 3 micro-batches of 16 with accumulate=2 are the steps of batches 32 and 16: the lone last
+    # micro-batch's loss is scaled by 1/1, not 1/2
+    big = sgd_trainer(data.model(), lr=0.5)
+    big.train_epoch(data.train(batch=32, n=48))
+    small = sgd_trainer(data.model(), lr=0.5, accumulate=2)
+    small.train_epoch(data.train(batch=16, n=48))
+    assert big.step == small.step == 2
+    for (name, a), b in zip(big.model.named_parameters(), small.model.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=name)
 
 
 # --- penalties ------------------------------------------------------------------------------------------
@@ -203,11 +236,12 @@ def test_the_last_partial_accumulation_still_steps(data):
 def test_penalties_add_exactly_their_gradient_to_weights_only(data, l1, l2):
     plain = sgd_trainer(data.model())
     without = grads_at_step(plain.optimizer)
-    plain.train_epoch(data.train(batch=64, n=64), NoBar())
+    plain.train_epoch(data.train(batch=64, n=64))
     model = data.model()
-    penalized = sgd_trainer(model, penalty=build_penalty(model, l1, l2), writer=FakeWriter(), log_every=1)
+    writer = FakeWriter()
+    penalized = sgd_trainer(model, penalty=build_penalty(model, l1, l2), writer=writer, log_every=1)
     with_penalty = grads_at_step(penalized.optimizer)
-    penalized.train_epoch(data.train(batch=64, n=64), NoBar())
+    penalized.train_epoch(data.train(batch=64, n=64))
     start = data.model()
     for (name, w), g0, g1 in zip(start.named_parameters(), without[0], with_penalty[0]):
         if w.ndim > 1:
@@ -216,15 +250,30 @@ def test_penalties_add_exactly_their_gradient_to_weights_only(data, l1, l2):
         else:
             torch.testing.assert_close(g1, g0, rtol=0, atol=0, msg=name)  # biases: no penalty
     value = WeightPenalty(start, l1, l2)().item()
-    (step, logged), = penalized.writer.series("train/penalty")
-    assert logged == pytest.approx(value, rel=1e-5) and value > 0
-    assert penalized.writer.series("train/loss")[0][1] == pytest.approx(
+    (step, logged), = writer.series("train/penalty")
+    assert step == 1 and logged == pytest.approx(value, rel=1e-5) and value > 0
+    assert writer.series("train/loss")[0][1] == pytest.approx(
         plain_loss(start, data), rel=1e-5)  # train/loss stays the data loss
 
 
 def plain_loss(model, data) -> float:
     with torch.no_grad():
         return F.cross_entropy(model(data.normalize(data.train_x[:64])), data.train_y[:64]).item()
+
+
+def test_with_accumulation_the_penalty_is_added_once_per_optimizer_step(data):
+    l1, l2 = 1e-2, 5e-2
+    plain = sgd_trainer(data.model(), accumulate=4)
+    without = grads_at_step(plain.optimizer)
+    plain.train_epoch(data.train(batch=16, n=64))
+    model = data.model()
+    penalized = sgd_trainer(model, accumulate=4, penalty=build_penalty(model, l1, l2))
+    with_penalty = grads_at_step(penalized.optimizer)
+    penalized.train_epoch(data.train(batch=16, n=64))
+    assert len(without) == len(with_penalty) == 1  # 4 micro-batches, one step
+    for (name, w), g0, g1 in zip(data.model().named_parameters(), without[0], with_penalty[0]):
+        expected = l1 * torch.sign(w) + 2 * l2 * w if w.ndim > 1 else torch.zeros_like(w)
+        torch.testing.assert_close(g1 - g0, expected, rtol=1e-4, atol=1e-6, msg=name)
 
 
 def test_no_penalty_object_when_both_coefficients_are_zero(data):
@@ -237,39 +286,58 @@ def test_no_penalty_object_when_both_coefficients_are_zero(data):
 def test_ema_matches_a_hand_computation(data, every):
     decay = 0.8
     model = data.model()
-    ema = build_ema(model, decay)
-    trainer = sgd_trainer(model, lr=0.5, ema=ema, ema_every=every)
+    ema = EMA(decay=decay, every=every, evaluate=False)
+    trainer = sgd_trainer(model, lr=0.5, callbacks={"ema": ema})
     after_steps: list[list[torch.Tensor]] = []
     trainer.optimizer.register_step_post_hook(
         lambda *_: after_steps.append([t.detach().clone() for t in [*model.parameters(), *model.buffers()]]))
-    trainer.train_epoch(data.train(batch=16, n=96), NoBar())  # 6 steps
+    result = trainer.fit(data.train(batch=16, n=96), data.val(), 1)  # 6 steps
+    assert trainer.step == 6 and "val_ema/acc" not in result.history[0]  # evaluate=false: not scored
     hand = None
     for step, weights in enumerate(after_steps, start=1):
         if step % every:
             continue
         hand = weights if hand is None else [decay * e + (1 - decay) * w for e, w in zip(hand, weights)]
-    got = [*ema.module.parameters(), *ema.module.buffers()]
+    averaged = ema.averaged
+    got = [*averaged.module.parameters(), *averaged.module.buffers()]
+    assert len(got) == len(hand)
     for h, g in zip(hand, got):
         torch.testing.assert_close(g, h, rtol=1e-5, atol=1e-7)
-    assert int(ema.n_averaged) == 6 // every
+    assert int(averaged.n_averaged) == 6 // every
     assert not torch.allclose(got[0], [*model.parameters()][0])  # the average lags the model
 
 
+def test_build_ema_refuses_a_decay_outside_the_open_unit_interval(data):
+    for decay in (0.0, 1.0):
+        with pytest.raises(ValueError, match="must be in"):
+            build_ema(data.model(), decay)
+    assert build_ema(data.model(), 0.5).decay == 0.5
+
+
 def test_ema_is_scored_and_select_best_keeps_ema_weights(data, tmp_path):
-    model = data.model()
-    ema = build_ema(model, 0.9)
+    cfg = validate(composed("callbacks.ema.decay=0.9", "callbacks.ema.select_best=true", "~callbacks.console"))
+    monitor = effective_monitor(cfg.trainer, cfg.callbacks)
+    assert monitor == "val_ema/acc"
+    callbacks = build_callbacks(cfg, RunInfo(run_dir=tmp_path, monitor=monitor, mode=cfg.trainer.mode))
+    assert set(callbacks) == {"checkpoint", "tensorboard", "ema"}  # early stopping is off (patience null)
     writer = FakeWriter()
-    checkpointer = Checkpointer(tmp_path, "val_ema/acc", "max")
-    trainer = sgd_trainer(model, lr=0.2, ema=ema, writer=writer, checkpointer=checkpointer)
+    callbacks["tensorboard"].writer = writer
+    saver = callbacks["checkpoint"]
+    assert saver.best_weights == callbacks["ema"].weights  # the build wires best.pt to the EMA's weights
+    model = data.model()
+    trainer = sgd_trainer(model, lr=0.2, monitor=monitor, callbacks=callbacks)
     result = trainer.fit(data.train(batch=32, shuffle=True), data.val(), 2)
     assert {"val/acc", "val_ema/acc", "val_ema/loss"} <= result.history[-1].keys()
     assert [v for _, v in writer.series("val_ema/acc")] == [h["val_ema/acc"] for h in result.history]
-    best, last = load(checkpointer.best_path), load(checkpointer.last_path)
-    assert best["weights"] == "ema"
+    ema = callbacks["ema"].averaged
+    best, last = load(saver.best_path), load(saver.last_path)
+    assert saver.best_path == tmp_path / "checkpoints" / "best.pt"
+    assert best["weights"] == "ema" and best["best"]["metric"] == "val_ema/acc"
+    assert "ema" not in last and last["callbacks"]["ema"].keys() == ema.state_dict().keys()
     for key, value in ema.module.state_dict().items():
         if best["epoch"] == 2:
             assert torch.equal(best["model"][key], value), key
-        assert torch.equal(last["ema"][f"module.{key}"], value), key
+        assert torch.equal(last["callbacks"]["ema"][f"module.{key}"], value), key
     for key, value in model.state_dict().items():
         assert torch.equal(last["model"][key], value), key  # last.pt: the trained model, to resume from
     fresh = data.model(seed=9)
@@ -277,14 +345,23 @@ def test_ema_is_scored_and_select_best_keeps_ema_weights(data, tmp_path):
     assert sgd_trainer(fresh).evaluate(data.val())["acc"] == pytest.approx(best["metrics"]["val_ema/acc"])
 
 
+def test_without_select_best_best_pt_keeps_the_model_weights():
+    cfg = validate(composed("callbacks.ema.decay=0.9", "~callbacks.console"))
+    monitor = effective_monitor(cfg.trainer, cfg.callbacks)
+    assert monitor == "val/acc"
+    callbacks = build_callbacks(cfg, RunInfo(run_dir=None, monitor=monitor, mode=cfg.trainer.mode))
+    assert "ema" in callbacks and callbacks["checkpoint"].best_weights is None
+
+
 def test_resume_restores_ema_and_early_stopping_exactly(data, tmp_path):
     def build(folder):
         model = data.model()
         optimizer = torch.optim.SGD(model.parameters(), lr=0.2, momentum=0.9)
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=40)
-        return Trainer(model, optimizer, scheduler, CPU, ema=build_ema(model, 0.9), ema_every=2,
-                       checkpointer=Checkpointer(folder, "val/acc", "max"), clip_grad_norm=1.0, accumulate=2,
-                       early_stopping=EarlyStopping("val/acc", "max", patience=50))
+        callbacks = {"ema": EMA(decay=0.9, every=2), "checkpoint": checkpoint(folder),
+                     "early_stopping": stopper(patience=50)}
+        return Trainer(model, optimizer, scheduler, CPU, steps=StepSettings(clip_grad_norm=1.0, accumulate=2),
+                       callbacks=callbacks)
 
     straight = build(tmp_path / "straight")
     straight.fit(data.train(batch=32, shuffle=True), data.val(), 4)
@@ -292,15 +369,25 @@ def test_resume_restores_ema_and_early_stopping_exactly(data, tmp_path):
     first.fit(data.train(batch=32, shuffle=True), data.val(), 2)
     resumed = build(tmp_path / "resumed")
     train = data.train(batch=32, shuffle=True)
-    start = resumed.load_resume_state(load(tmp_path / "first" / "last.pt"), train)
+    payload = load(tmp_path / "first" / "checkpoints" / "last.pt")
+    assert {"ema", "early_stopping", "checkpoint"} <= payload["callbacks"].keys()
+    assert "ema" not in payload and "early_stopping" not in payload  # callbacks' states live under "callbacks"
+    start = resumed.load_state_dict(payload, train)
     assert start == 3
-    assert resumed.early_stopping.state_dict() == first.early_stopping.state_dict()
+    assert resumed.callbacks["early_stopping"].state_dict() == first.callbacks["early_stopping"].state_dict()
+    assert resumed.callbacks["checkpoint"].best() == first.callbacks["checkpoint"].best()
     resumed.fit(train, data.val(), 4, start_epoch=start)
-    ours, reference = load(tmp_path / "resumed" / "last.pt"), load(tmp_path / "straight" / "last.pt")
+    ours = load(tmp_path / "resumed" / "checkpoints" / "last.pt")
+    reference = load(tmp_path / "straight" / "checkpoints" / "last.pt")
+    assert ours["epoch"] == reference["epoch"] == 4
     assert ours["step"] == reference["step"]
-    for part in ("model", "ema"):
-        for key, tensor in reference[part].items():
-            assert torch.equal(ours[part][key], tensor), (part, key)
+    assert ours["best"] == reference["best"]
+    assert ours["callbacks"]["early_stopping"] == reference["callbacks"]["early_stopping"]
+    for part, theirs, mine in (("model", reference["model"], ours["model"]),
+                               ("ema", reference["callbacks"]["ema"], ours["callbacks"]["ema"])):
+        assert mine.keys() == theirs.keys() and theirs, part
+        for key, tensor in theirs.items():
+            assert torch.equal(mine[key], tensor), (part, key)
 
 
 # --- early stopping and metric-driven schedules ---------------------------------------------------------
@@ -321,19 +408,30 @@ def test_early_stopping_stops_at_the_right_epoch_and_says_why(data, tmp_path):
     model = data.model()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
     trainer = Scripted(model, optimizer, constant(optimizer), CPU, script=[0.5, 0.6, 0.6, 0.605, 0.59, 0.9],
-                       early_stopping=EarlyStopping("val/acc", "max", patience=2, min_delta=0.01),
-                       checkpointer=Checkpointer(tmp_path, "val/acc", "max"))
+                       callbacks={"early_stopping": stopper(patience=2, min_delta=0.01),
+                                  "checkpoint": checkpoint(tmp_path)})
     result = trainer.fit(data.train(batch=64, n=64), data.val(), 6)
     assert result.epochs_run == 4 and len(result.history) == 4
     assert result.stopped_early == "val/acc did not improve by more than 0.01 for 2 epochs (best 0.6 at epoch 2)"
-    assert load(tmp_path / "last.pt")["early_stopping"] == {"best": 0.6, "best_epoch": 2, "bad_epochs": 2}
+    last = load(tmp_path / "checkpoints" / "last.pt")
+    assert last["epoch"] == 4 and "early_stopping" not in last
+    assert last["callbacks"]["early_stopping"] == {"best": 0.6, "best_epoch": 2, "bad_epochs": 2}
 
 
 def test_early_stopping_on_a_loss_counts_decreases():
-    stopper = EarlyStopping("val/loss", "min", patience=1, min_delta=0.0)
-    assert stopper.update(1, {"val/loss": 1.0}) is None
-    assert stopper.update(2, {"val/loss": 0.9}) is None
-    assert "val/loss did not improve" in stopper.update(3, {"val/loss": 0.9})
+    early = stopper(patience=1, min_delta=0.0, monitor="val/loss", mode="min")  # monitor and mode from setup
+    assert early.monitor == "val/loss" and early.mode == "min"
+    assert early.update(1, {"val/loss": 1.0}) is None
+    assert early.update(2, {"val/loss": 0.9}) is None
+    assert "val/loss did not improve" in early.update(3, {"val/loss": 0.9})
+
+
+def test_resuming_a_run_that_early_stopping_ended_is_refused():
+    with pytest.raises(ConfigError, match="stopped early"):
+        stopper(patience=2).load_state_dict({"best": 0.6, "best_epoch": 2, "bad_epochs": 2})
+    going = stopper(patience=2)
+    going.load_state_dict({"best": 0.6, "best_epoch": 2, "bad_epochs": 1})
+    assert going.state_dict() == {"best": 0.6, "best_epoch": 2, "bad_epochs": 1}
 
 
 class MetricSchedule:
@@ -353,7 +451,7 @@ def test_a_schedule_that_needs_a_metric_steps_once_per_epoch_with_the_monitor(da
     model = data.model()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
     schedule = MetricSchedule()
-    trainer = Scripted(model, optimizer, schedule, CPU, script=[0.3, 0.4, 0.35], monitor="val/loss", mode="min")
+    trainer = Scripted(model, optimizer, schedule, CPU, script=[0.3, 0.4, 0.35], monitor="val/loss")
     trainer.fit(data.train(batch=16, n=64), data.val(), 3)
     assert trainer.step == 12
     assert schedule.calls == [(pytest.approx(0.7),), (pytest.approx(0.6),), (pytest.approx(0.65),)]
@@ -361,39 +459,42 @@ def test_a_schedule_that_needs_a_metric_steps_once_per_epoch_with_the_monitor(da
 
 # --- mixed precision, compile ---------------------------------------------------------------------------
 
-def test_fp16_on_cpu_falls_back_to_fp32_with_a_notice():
-    from trainlab.run import resolve_amp
-
-    notes = Notes()
-    amp, _ = resolve_amp(OmegaConf.create({"amp": "true", "amp_dtype": "fp16"}), CPU, notes)
-    assert amp is False and len(notes.lines) == 1 and "fp16 on CPU" in notes.lines[0] and "fp32" in notes.lines[0]
-    notes = Notes()
-    amp, dtype = resolve_amp(OmegaConf.create({"amp": "true", "amp_dtype": "bf16"}), CPU, notes)
-    assert amp is True and dtype == torch.bfloat16 and len(notes.lines) == 1
-    amp, _ = resolve_amp(OmegaConf.create({"amp": "auto", "amp_dtype": "fp16"}), CPU, Notes())
-    assert amp is False
+def test_fp16_on_cpu_falls_back_to_fp32_with_a_notice(capsys):
+    dtype, notices = resolve_amp("true", "fp16", CPU)
+    assert dtype is None and len(notices) == 1 and "fp16 on CPU" in notices[0] and "fp32" in notices[0]
+    dtype, notices = resolve_amp("true", "bf16", CPU)
+    assert dtype == torch.bfloat16 and len(notices) == 1
+    assert resolve_amp("auto", "fp16", CPU) == (None, [])
+    assert resolve_amp("false", "bf16", CPU) == (None, [])
+    assert capsys.readouterr().out == ""  # notices are returned, not printed
 
 
-def test_fp16_trainer_has_a_grad_scaler_whose_state_is_in_the_resume_state(data):
+def test_fp16_trainer_has_a_grad_scaler_whose_state_is_in_the_state_dict(data):
     model = data.model()
-    trainer = sgd_trainer(model, amp=True, amp_dtype=torch.float16)
+    trainer = sgd_trainer(model, amp_dtype=torch.float16)
     assert trainer.scaler is not None
-    state = trainer.resume_state(data.train(batch=8))
-    assert state["scaler"]["scale"] == trainer.scaler.state_dict()["scale"]
-    assert sgd_trainer(data.model(), amp=True).scaler is None  # bf16 needs no scaling
+    scaler_state = {**trainer.scaler.state_dict(), "scale": 1024.0, "_growth_tracker": 3}
+    trainer.scaler.load_state_dict(scaler_state)
+    trainer.train_loader = data.train(batch=8)
+    state = trainer.state_dict()
+    assert state["scaler"]["scale"] == 1024.0 == trainer.scaler.state_dict()["scale"]
+    fresh = sgd_trainer(data.model(seed=5), amp_dtype=torch.float16)
+    fresh.load_state_dict({**state, "model": model.state_dict(), "epoch": 1}, data.train(batch=8))
+    assert fresh.scaler.state_dict() == trainer.scaler.state_dict()  # and resuming restores it
+    assert sgd_trainer(data.model(), amp_dtype=torch.bfloat16).scaler is None  # bf16 needs no scaling
+    plain = sgd_trainer(data.model())
+    assert plain.scaler is None and "scaler" not in plain.state_dict()
 
 
-def test_compile_failure_falls_back_with_a_notice(monkeypatch, data):
-    from trainlab.run import compile_model
-
+def test_compile_failure_falls_back_with_a_notice(monkeypatch, data, capsys):
     def broken(model):
         raise RuntimeError("no compiler here\nsecond line")
 
     monkeypatch.setattr(torch, "compile", broken)
-    notes = Notes()
-    assert compile_model(data.model(), True, notes) is None
-    assert notes.lines == ["note: trainer.compile=true failed (RuntimeError: no compiler here); running eager"]
-    assert compile_model(data.model(), False, notes) is None and len(notes.lines) == 1
+    assert compile_model(data.model(), True) == (
+        None, ["note: trainer.compile=true failed (RuntimeError: no compiler here); running eager"])
+    assert compile_model(data.model(), False) == (None, [])
+    assert capsys.readouterr().out == ""  # notices are returned, not printed
 
 
 # --- config ---------------------------------------------------------------------------------------------
@@ -411,15 +512,9 @@ def composed(*overrides):
     ("trainer.accumulate=0", "trainer.accumulate"),
     ("trainer.l1=-0.1", "trainer.l1"),
     ("trainer.l2=abc", "trainer.l2"),
-    ("trainer.ema.decay=1.0", "trainer.ema.decay"),
-    ("trainer.ema.every=0", "trainer.ema.every"),
-    ("+trainer.ema.bogus=1", "trainer.ema.bogus"),
-    ("trainer.early_stopping.patience=0", "trainer.early_stopping.patience"),
-    ("trainer.early_stopping.min_delta=-1", "trainer.early_stopping.min_delta"),
     ("trainer.amp_dtype=fp8", "trainer.amp_dtype"),
     ("trainer.compile=maybe", "trainer.compile"),
     ("trainer.monitor=val_ema/acc", "trainer.monitor"),
-    ("trainer.ema.select_best=true", "trainer.ema.select_best"),
 ])
 def test_bad_trainer_values_name_their_key(override, key):
     with pytest.raises(ConfigError) as error:
@@ -428,21 +523,57 @@ def test_bad_trainer_values_name_their_key(override, key):
     assert message.startswith(key) and "\n" not in message, message
 
 
+@pytest.mark.parametrize("override, key", [
+    ("callbacks.ema.decay=1.0", "callbacks.ema.decay"),
+    ("callbacks.ema.every=0", "callbacks.ema.every"),
+    ("+callbacks.ema.bogus=1", "callbacks.ema.bogus"),
+    ("callbacks.early_stopping.patience=0", "callbacks.early_stopping.patience"),
+    ("callbacks.early_stopping.min_delta=-1", "callbacks.early_stopping.min_delta"),
+    ("callbacks.ema.select_best=true", "callbacks.ema.select_best"),
+])
+def test_bad_callback_values_name_their_key(override, key):
+    cfg = validate(composed(override))  # the schema passes them: each callback checks its own keys when built
+    with pytest.raises(ConfigError) as error:
+        check(cfg)
+    message = str(error.value)
+    assert message.startswith(key) and "\n" not in message, message
+
+
+@pytest.mark.parametrize("override, key, where", [
+    ("+trainer.ema.decay=0.9", "trainer.ema", "callbacks.ema"),
+    ("+trainer.early_stopping.patience=3", "trainer.early_stopping", "callbacks.early_stopping"),
+])
+def test_the_old_trainer_keys_say_where_they_moved(override, key, where):
+    with pytest.raises(ConfigError, match=rf"^{key}: moved to {where} "):
+        validate(composed(override))
+
+
 def test_monitor_on_ema_metrics_needs_the_ema_and_lists_what_exists():
     with pytest.raises(ConfigError, match=r"trainer.monitor=val_ema/loss: .*val/acc, val/loss$"):
         validate(composed("trainer.monitor=val_ema/loss", "trainer.mode=min"))
-    checked = validate(composed("trainer.monitor=val_ema/loss", "trainer.mode=min", "trainer.ema.decay=0.99"))
-    assert checked.trainer.ema.decay == 0.99
+    checked = validate(composed("trainer.monitor=val_ema/loss", "trainer.mode=min", "callbacks.ema.decay=0.99"))
+    assert checked.callbacks.ema.decay == 0.99
+    assert effective_monitor(checked.trainer, checked.callbacks) == "val_ema/loss"
     with pytest.raises(ConfigError, match="trainer.mode=max"):
-        validate(composed("trainer.monitor=val_ema/loss", "trainer.ema.decay=0.99"))
+        validate(composed("trainer.monitor=val_ema/loss", "callbacks.ema.decay=0.99"))
+    with pytest.raises(ConfigError, match="callbacks.ema.evaluate=false"):
+        validate(composed("trainer.monitor=val_ema/loss", "trainer.mode=min", "callbacks.ema.decay=0.99",
+                          "callbacks.ema.evaluate=false"))
 
 
 def test_new_keys_have_their_types():
     checked = validate(composed("trainer.batch_size=full", "trainer.clip_grad_norm=1", "trainer.accumulate=3",
-                                "trainer.ema.decay=0.999", "trainer.early_stopping.patience=3"))
+                                "callbacks.ema.decay=0.999", "callbacks.early_stopping.patience=3"))
     t = checked.trainer
     assert t.batch_size == "full" and t.clip_grad_norm == 1.0 and isinstance(t.clip_grad_norm, float)
-    assert t.accumulate == 3 and t.ema.every == 1 and t.early_stopping.min_delta == 0.0
+    assert t.accumulate == 3
+    built = build_callbacks(checked, RunInfo(run_dir=None, monitor=t.monitor, mode=t.mode))
+    ema, early = built["ema"], built["early_stopping"]
+    assert ema.decay == 0.999 and ema.every == 1 and ema.evaluate is True and ema.select_best is False
+    assert early.patience == 3 and early.min_delta == 0.0 and (early.monitor, early.mode) == ("val/acc", "max")
+    # both are off by default (decay / patience null): the build leaves them out
+    defaults = validate(composed())
+    assert not {"ema", "early_stopping"} & build_callbacks(defaults, RunInfo(run_dir=None)).keys()
 
 
 # --- through the CLI ------------------------------------------------------------------------------------
@@ -450,9 +581,9 @@ def test_new_keys_have_their_types():
 def test_cli_run_with_the_new_keys_writes_them_to_the_summary(tmp_path):
     result = run_trainlab(["train", "dataset=synthetic", "dataset.num_train=400", "dataset.val_size=100", "model=mlp",
                            "model.hidden=[32]", "trainer.epochs=6", "trainer.batch_size=32", "trainer.accumulate=2",
-                           "trainer.clip_grad_norm=1.0", "trainer.l2=1e-4", "trainer.ema.decay=0.9",
-                           "trainer.ema.select_best=true", "trainer.early_stopping.patience=1",
-                           "trainer.early_stopping.min_delta=0.5", "trainer.model_summary=false",
+                           "trainer.clip_grad_norm=1.0", "trainer.l2=1e-4", "callbacks.ema.decay=0.9",
+                           "callbacks.ema.select_best=true", "callbacks.early_stopping.patience=1",
+                           "callbacks.early_stopping.min_delta=0.5", "callbacks.console.model_summary=false",
                            "trainer.log_every=2", "hydra.run.dir=run"], tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
@@ -463,3 +594,5 @@ def test_cli_run_with_the_new_keys_writes_them_to_the_summary(tmp_path):
     assert summary["stopped_early"].startswith("val_ema/acc did not improve by more than 0.5 for 1 epochs")
     assert "early stopping after epoch 2" in result.stdout
     assert load(tmp_path / "run" / "checkpoints" / "best.pt")["weights"] == "ema"
+    last = load(tmp_path / "run" / "checkpoints" / "last.pt")
+    assert last["callbacks"]["early_stopping"]["bad_epochs"] == 1 and last["callbacks"]["ema"]["n_averaged"] == summary["steps"]

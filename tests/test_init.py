@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 from omegaconf import OmegaConf
+
+from trainlab.config import load_option
 from torch import nn
 
 from trainlab.errors import ConfigError
@@ -101,7 +103,7 @@ def fans(module: nn.Module) -> tuple[int, int]:
 
 
 def load(name: str):
-    return OmegaConf.load(CONFIGS / "init" / f"{name}.yaml")
+    return load_option("init", name)
 
 
 RELU_GAIN = math.sqrt(2.0)

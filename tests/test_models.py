@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 from omegaconf import OmegaConf
+
+from trainlab.config import load_option
 from torch import nn
 
 from trainlab.errors import ConfigError
@@ -124,7 +126,7 @@ def test_mlp_rejects_empty_layers():
 
 @pytest.mark.parametrize("name, cls", [("mlp", MLP), ("cnn", CNN)])
 def test_build_model_from_the_config_files(name, cls):
-    cfg = OmegaConf.load(CONFIGS / "model" / f"{name}.yaml")
+    cfg = load_option("model", name)
     model = build_model(cfg, (1, 28, 28), 10)
     assert isinstance(model, cls)
     assert model(torch.randn(2, 1, 28, 28)).shape == (2, 10)
@@ -145,7 +147,7 @@ def test_build_model_with_a_bad_target_is_a_config_error():
 
 
 def test_build_model_with_a_bad_option_names_the_key():
-    cfg = OmegaConf.load(CONFIGS / "model" / "cnn.yaml")
+    cfg = load_option("model", "cnn")
     cfg.activation = "swishy"
     with pytest.raises(ConfigError, match=r"model\.activation"):
         build_model(cfg, (1, 28, 28), 10)

@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 from omegaconf import OmegaConf
+
+from trainlab.config import load_option
 from torch import nn
 
 from trainlab.transfer import TRANSFER_DEFAULTS
@@ -381,7 +383,7 @@ def test_mlp_bad_hidden_names_the_key():
 @pytest.mark.parametrize("name", OWN_CONFIGS)
 @pytest.mark.parametrize("shape", SHAPES)
 def test_config_files_build(name, shape):
-    cfg = OmegaConf.load(CONFIGS / f"{name}.yaml")
+    cfg = load_option("model", name)
     assert {"_target_", "activation", "activation_params", "norm", "dropout"} <= set(cfg.keys())
     model = build_model(cfg, shape, 7)
     model.eval()
@@ -391,9 +393,9 @@ def test_config_files_build(name, shape):
 
 
 def test_config_defaults():
-    assert OmegaConf.load(CONFIGS / "mlp.yaml").hidden == [50]
-    assert list(OmegaConf.load(CONFIGS / "mlp_deep.yaml").hidden) == [500] * 10
-    vgg = build_model(OmegaConf.load(CONFIGS / "vgg.yaml"), (3, 32, 32), 10)
+    assert load_option("model", "mlp").hidden == [50]
+    assert list(load_option("model", "mlp_deep").hidden) == [500] * 10
+    vgg = build_model(load_option("model", "vgg"), (3, 32, 32), 10)
     assert 300_000 <= count_parameters(vgg) <= 2_000_000
 
 
@@ -402,7 +404,7 @@ def test_config_keys_are_the_constructor_keywords(name):
     """Every keyword of the model is in its YAML (Hydra struct mode: only existing keys can be overridden)."""
     import inspect
 
-    cfg = OmegaConf.load(CONFIGS / f"{name}.yaml")
+    cfg = load_option("model", name)
     cls = type(build_model(cfg, (1, 28, 28), 10))
     keywords = {p.name for p in inspect.signature(cls.__init__).parameters.values()
                 if p.kind is inspect.Parameter.KEYWORD_ONLY and p.name != "batch_norm"}
@@ -410,7 +412,7 @@ def test_config_keys_are_the_constructor_keywords(name):
 
 
 def test_config_overrides_reach_the_model():
-    cfg = OmegaConf.load(CONFIGS / "cnn.yaml")
+    cfg = load_option("model", "cnn")
     cfg.merge_with({"activation": "leaky_relu", "activation_params": {"negative_slope": 0.3}, "norm": "group",
                     "pool": "avg", "kernel_size": 5, "dropout": 0.2})
     model = build_model(cfg, (3, 32, 32), 10)
@@ -418,7 +420,7 @@ def test_config_overrides_reach_the_model():
     assert any(isinstance(m, nn.GroupNorm) for m in model.modules())
     assert any(isinstance(m, nn.AvgPool2d) for m in model.modules())
     assert model.features[0].kernel_size == (5, 5) and model.dropout.p == 0.2
-    bad = OmegaConf.load(CONFIGS / "mlp.yaml")
+    bad = load_option("model", "mlp")
     bad.dropconnect = 1.0
     with pytest.raises(ConfigError, match=r"^model\.dropconnect"):
         build_model(bad, (1, 28, 28), 10)

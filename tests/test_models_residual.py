@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 from omegaconf import OmegaConf
+
+from trainlab.config import load_option
 from torch import nn
 from torchvision.ops import StochasticDepth
 
@@ -29,7 +31,7 @@ def batch(shape, n=2, seed=0):
 
 
 def from_config(config, shape=(3, 32, 32), num_classes=10, **overrides):
-    cfg = OmegaConf.load(CONFIGS / f"{config}.yaml")
+    cfg = load_option("model", config)
     for key, value in overrides.items():
         cfg[key] = value
     return build_model(cfg, shape, num_classes)
@@ -64,7 +66,7 @@ def test_every_config_builds_and_gives_logits(name, shape, num_classes):
 
 @pytest.mark.parametrize("name", RESIDUAL_CONFIGS + ["torchvision"])
 def test_config_files_document_every_constructor_key(name):
-    cfg = OmegaConf.load(CONFIGS / f"{name}.yaml")
+    cfg = load_option("model", name)
     text = (CONFIGS / f"{name}.yaml").read_text()
     target = build_model(cfg, (1, 8, 8) if name != "torchvision" else (1, 32, 32), 3).__class__
     keys = {p.name for p in inspect.signature(target.__init__).parameters.values()

@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 from omegaconf import OmegaConf
+
+from trainlab.config import load_option
 from torch import nn
 
 from trainlab.errors import ConfigError
@@ -23,7 +25,7 @@ TOTAL = SPE * EPOCHS
 
 
 def load(group: str, name: str):
-    return OmegaConf.load(CONFIGS / group / f"{name}.yaml")
+    return load_option(group, name)
 
 
 def test_every_optimizer_file_has_an_expected_class():

@@ -4,11 +4,14 @@ composition, reduce-on-plateau with its metric, the config checks, lr_curve and 
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 
 import pytest
 import torch
 from omegaconf import OmegaConf
+
+from trainlab.config import load_option
 from torch import nn
 
 from trainlab.errors import ConfigError
@@ -22,7 +25,7 @@ SCHEDULES = ["constant", "cosine", "cosine_restarts", "cyclic", "exponential", "
 
 
 def load(name: str, **overrides):
-    cfg = OmegaConf.load(CONFIGS / "schedule" / f"{name}.yaml")
+    cfg = load_option("schedule", name)
     OmegaConf.set_struct(cfg, True)  # like Hydra: only the file's keys may be overridden
     for key, value in overrides.items():
         cfg[key] = value
@@ -48,9 +51,8 @@ def test_every_schedule_has_a_config_file_with_all_keys():
 
 @pytest.mark.parametrize("name", SCHEDULES)
 def test_lr_curve_has_one_lr_per_step_with_the_shipped_values(name):
-    epochs = 100 if name == "multistep" else EPOCHS  # milestones 30, 60, 90: a 100-epoch run
-    lrs = curve(name, epochs=epochs)
-    assert len(lrs) == epochs * SPE
+    lrs = curve(name)  # multistep too: its default milestones are fractions of the run, so any length fits
+    assert len(lrs) == EPOCHS * SPE
     assert all(math.isfinite(x) and x >= 0 for x in lrs)
 
 
@@ -67,10 +69,51 @@ def test_step_at_boundaries(step_epochs, gamma):
 
 
 def test_multistep_at_milestones():
-    lrs = curve("multistep", milestones=[3, 6, 9], gamma=0.1)
+    lrs = curve("multistep", milestone_unit="epoch", milestones=[3, 6, 9], gamma=0.1)
     for epoch, expected in [(0, LR), (2.9, LR), (3, LR * 0.1), (5.9, LR * 0.1), (6, LR * 0.01), (9, LR * 1e-3),
                             (11.9, LR * 1e-3)]:
         assert lrs[round(epoch * SPE)] == pytest.approx(expected), epoch
+
+
+def test_multistep_default_is_fractions_of_the_run():
+    cfg = load("multistep")
+    assert cfg.milestone_unit == "fraction" and list(cfg.milestones) == [0.5, 0.75] and cfg.gamma == 0.1
+
+
+@pytest.mark.parametrize("epochs, spe, drops", [
+    (8, 10, (40, 60)),    # 80 steps: 0.5 -> 40, 0.75 -> 60
+    (20, 3, (30, 45)),    # 60 steps: 30, 45
+    (7, 2, (7, 10)),      # 14 steps: 0.5 -> 7, 0.75 -> 10.5, rounded to 10 (half to even, like Python's round)
+])
+def test_multistep_fractions_drop_exactly_at_their_share_of_the_run(epochs, spe, drops):
+    lrs = curve("multistep", epochs=epochs, spe=spe, milestones=[0.5, 0.75], gamma=0.1)
+    a, b = drops
+    assert lrs == approx([LR * 0.1 ** ((s >= a) + (s >= b)) for s in range(epochs * spe)])
+    assert lrs[a - 1] == pytest.approx(LR) and lrs[a] == pytest.approx(LR * 0.1)
+    assert lrs[b - 1] == pytest.approx(LR * 0.1) and lrs[b] == pytest.approx(LR * 0.01)
+
+
+def test_multistep_fractions_follow_the_number_of_epochs():
+    for epochs, drops in ((4, [20, 30]), (12, [60, 90])):
+        lrs = curve("multistep", epochs=epochs)  # the shipped [0.5, 0.75]
+        assert [s for s in range(1, len(lrs)) if lrs[s] < lrs[s - 1]] == drops, epochs
+
+
+def test_multistep_fractions_count_after_the_warmup():
+    lrs = curve("multistep", warmup_epochs=2, milestones=[0.5, 0.75])
+    warmup, main = 2 * SPE, TOTAL - 2 * SPE  # the main schedule has 100 steps: drops 50 and 75 steps after it starts
+    assert lrs[:warmup] == approx(ramp(warmup))
+    assert lrs[warmup:] == approx([LR * 0.1 ** ((t >= 50) + (t >= 75)) for t in range(main)])
+
+
+@pytest.mark.parametrize("epochs", [2, 5])
+def test_lr_curve_of_the_shipped_multistep_config_at_few_epochs(epochs):
+    cfg = load_option("schedule", "multistep")  # as shipped, nothing overridden
+    lrs = lr_curve(cfg, LR, epochs, SPE)
+    total = epochs * SPE
+    a, b = {2: (10, 15), 5: (25, 38)}[epochs]  # 5 epochs: 0.75 * 50 = 37.5 -> 38
+    assert len(lrs) == total
+    assert lrs == approx([LR * 0.1 ** ((s >= a) + (s >= b)) for s in range(total)])
 
 
 @pytest.mark.parametrize("k", [0.0, 0.3, 1.0])
@@ -172,7 +215,8 @@ def test_onecycle_max_lr_defaults_to_the_optimizer_lr():
 MAIN = {  # the main schedule's lr t steps after it starts, over `steps` steps
     "constant": ({}, lambda t, steps: LR),
     "step": ({"step_epochs": 2, "gamma": 0.5}, lambda t, steps: LR * 0.5 ** (t // (2 * SPE))),
-    "multistep": ({"milestones": [2, 5]}, lambda t, steps: LR * 0.1 ** ((t >= 2 * SPE) + (t >= 5 * SPE))),
+    "multistep": ({"milestone_unit": "epoch", "milestones": [2, 5]},
+                  lambda t, steps: LR * 0.1 ** ((t >= 2 * SPE) + (t >= 5 * SPE))),
     "exponential": ({"k": 0.2}, lambda t, steps: LR * math.exp(-0.2 * t / SPE)),
     "inverse_time": ({"k": 0.5}, lambda t, steps: LR / (1 + 0.5 * t / SPE)),
     "inverse_sqrt": ({"t0_epochs": 1}, lambda t, steps: LR / math.sqrt(1 + t / SPE)),
@@ -313,12 +357,27 @@ def test_lr_curve_scripted_metric_for_plateau():
     ("cosine", {"warmup_epochs": EPOCHS}, "warmup_epochs"),
     ("plateau", {"warmup_epochs": EPOCHS + 1}, "warmup_epochs"),
     ("constant", {"warmup_epochs": -1}, "warmup_epochs"),
-    ("multistep", {"milestones": [3, 20]}, "milestones"),
-    ("multistep", {"milestones": [3, EPOCHS]}, "milestones"),
-    ("multistep", {"milestones": [2, 8], "warmup_epochs": 5}, "milestones"),  # counted after the warmup
-    ("multistep", {"milestones": [6, 3]}, "milestones"),
-    ("multistep", {"milestones": [3, 3]}, "milestones"),
-    ("multistep", {"milestones": [3, 6], "gamma": 0}, "gamma"),
+    ("multistep", {"milestone_unit": "epoch", "milestones": [3, 20]}, "milestones"),
+    ("multistep", {"milestone_unit": "epoch", "milestones": [3, EPOCHS]}, "milestones"),
+    ("multistep", {"milestone_unit": "epoch", "milestones": [2, 8], "warmup_epochs": 5}, "milestones"),  # after warmup
+    ("multistep", {"milestone_unit": "epoch", "milestones": [6, 3]}, "milestones"),
+    ("multistep", {"milestone_unit": "epoch", "milestones": [3, 3]}, "milestones"),
+    ("multistep", {"milestone_unit": "epoch", "milestones": [0, 3]}, "milestones"),
+    ("multistep", {"milestone_unit": "epoch", "milestones": [3, 6], "gamma": 0}, "gamma"),
+    ("multistep", {"milestones": [0.5, 0.75], "gamma": 0}, "gamma"),
+    ("multistep", {"milestones": [0.5, 1.0]}, "milestones"),   # fraction (the default unit): in (0, 1)
+    ("multistep", {"milestones": [0.5, 1.5]}, "milestones"),
+    ("multistep", {"milestones": [0.0, 0.5]}, "milestones"),
+    ("multistep", {"milestones": [-0.25, 0.5]}, "milestones"),
+    ("multistep", {"milestones": [3, 6]}, "milestones"),        # epochs without milestone_unit=epoch
+    ("multistep", {"milestones": [0.75, 0.5]}, "milestones"),
+    ("multistep", {"milestones": [0.5, 0.5]}, "milestones"),
+    ("multistep", {"milestones": [0.5, 0.501]}, "milestones"),  # both round to step 60 of 120
+    ("multistep", {"milestones": [0.999]}, "milestones"),       # rounds to step 120, the end
+    ("multistep", {"milestones": [0.001]}, "milestones"),       # rounds to step 0, the start
+    ("multistep", {"milestones": []}, "milestones"),
+    ("multistep", {"milestone_unit": "epochs"}, "milestone_unit"),
+    ("multistep", {"milestone_unit": "percent", "milestones": [50, 75]}, "milestone_unit"),
     ("step", {"gamma": -0.5}, "gamma"),
     ("step", {"step_epochs": 0}, "step_epochs"),
     ("cosine_restarts", {"cycle_epochs": 0}, "cycle_epochs"),
@@ -341,6 +400,32 @@ def test_bad_values_are_config_errors_naming_the_key(name, overrides, key):
         build_schedule(load(name, **overrides), optimizer, SPE, EPOCHS)
 
 
+@pytest.mark.parametrize("milestones", [[0.5, 1.0], [1.0], [0.0, 0.5], [-0.5], [1.25]])
+def test_multistep_fraction_outside_0_1_is_refused_naming_milestones(milestones):
+    optimizer = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=LR)
+    shown = re.escape(f"schedule.milestones={milestones!r}: ")
+    with pytest.raises(ConfigError, match=rf"^{shown}.*\(0, 1\).*; .*milestone_unit=epoch") as error:
+        build_schedule(load("multistep", milestone_unit="fraction", milestones=milestones), optimizer, SPE, EPOCHS)
+    assert "\n" not in str(error.value)
+
+
+def test_multistep_epochs_given_as_fractions_say_how_to_switch_the_unit():
+    optimizer = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=LR)
+    with pytest.raises(ConfigError, match=r"^schedule\.milestones=\[30, 60, 90\]: .*look like epochs.*"
+                                          r"schedule\.milestone_unit=epoch"):
+        build_schedule(load("multistep", milestones=[30, 60, 90]), optimizer, SPE, 100)
+    # the same milestones as epochs are fine for a 100-epoch run
+    build_schedule(load("multistep", milestone_unit="epoch", milestones=[30, 60, 90]), optimizer, SPE, 100)
+
+
+@pytest.mark.parametrize("unit", ["epochs", "Fraction", "steps", None, 1])
+def test_multistep_unknown_unit_is_refused_naming_milestone_unit(unit):
+    optimizer = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=LR)
+    with pytest.raises(ConfigError, match=rf"^schedule\.milestone_unit={re.escape(repr(unit))}: must be fraction or "
+                                          r"epoch; "):
+        build_schedule(load("multistep", milestone_unit=unit), optimizer, SPE, EPOCHS)
+
+
 def test_unknown_key_is_a_config_error():
     cfg = OmegaConf.create({"_target_": "trainlab.optim.cosine_schedule", "_partial_": True, "no_such": 1})
     with pytest.raises(ConfigError, match=r"^schedule.*no_such"):
@@ -351,7 +436,7 @@ def test_unknown_key_is_a_config_error():
 
 
 def test_plot_writes_a_png(tmp_path, capsys):
-    from trainlab.schedule_plot import plot_schedule
+    from trainlab.commands.schedule import plot_schedule
 
     cfg = OmegaConf.create({"schedule": OmegaConf.to_container(load("cosine_restarts")),
                             "optimizer": {"lr": 0.05}, "trainer": {"epochs": 30, "mode": "max"},

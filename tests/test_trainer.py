@@ -10,14 +10,19 @@ import torch
 import torch.nn.functional as F
 from omegaconf import OmegaConf
 
-from trainlab.checkpoint import Checkpointer, load
+from trainlab.config import load_option
+
+from trainlab.callbacks.base import RunInfo
+from trainlab.callbacks.checkpoint import Checkpoint
+from trainlab.callbacks.tensorboard import TensorBoard
+from trainlab.checkpoint import load
 from trainlab.data import split_train_val
 from trainlab.data.datasets import make_synthetic
 from trainlab.data.loader import DeviceLoader
 from trainlab.data.preprocess import MeanStd
 from trainlab.models.mlp import MLP
 from trainlab.optim import build_optimizer, build_schedule
-from trainlab.train import Trainer
+from trainlab.train import StepSettings, Trainer
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 CPU = torch.device("cpu")
@@ -48,6 +53,19 @@ class FakeWriter:
         return [(step, value) for t, value, step in self.calls if t == tag]
 
 
+def logging_callbacks(writer: FakeWriter, folder=None) -> dict:
+    """The TensorBoard callback writing into `writer`, and (with a folder) the checkpoint callback."""
+    tensorboard = TensorBoard()
+    tensorboard.setup(RunInfo(run_dir=None))
+    tensorboard.writer = writer
+    callbacks = {"tensorboard": tensorboard}
+    if folder is not None:
+        checkpoint = Checkpoint()
+        checkpoint.setup(RunInfo(run_dir=folder, monitor="val/acc", mode="max"))
+        callbacks["checkpoint"] = checkpoint
+    return callbacks
+
+
 class Data:
     def __init__(self):
         dataset = make_synthetic(num_train=600, num_test=100, generator_seed=0)
@@ -76,12 +94,12 @@ def fitted(data, tmp_path_factory):
     """One 3-epoch Adam + cosine run, with a fake writer and a checkpointer, shared by the tests below."""
     train, val = data.train_loader(), data.val_loader()
     model = data.model()
-    optimizer = build_optimizer(OmegaConf.load(CONFIGS / "optimizer" / "adam.yaml"), model)
-    scheduler = build_schedule(OmegaConf.load(CONFIGS / "schedule" / "cosine.yaml"), optimizer, len(train), EPOCHS)
+    optimizer = build_optimizer(load_option("optimizer", "adam"), model)
+    scheduler = build_schedule(load_option("schedule", "cosine"), optimizer, len(train), EPOCHS)
     writer = FakeWriter()
-    checkpointer = Checkpointer(tmp_path_factory.mktemp("checkpoints"), "val/acc", "max")
-    trainer = Trainer(model, optimizer, scheduler, CPU, log_every=LOG_EVERY, writer=writer,
-                      checkpointer=checkpointer)
+    callbacks = logging_callbacks(writer, tmp_path_factory.mktemp("run"))
+    checkpointer = callbacks["checkpoint"]
+    trainer = Trainer(model, optimizer, scheduler, CPU, log_every=LOG_EVERY, callbacks=callbacks)
     before = trainer.evaluate(val)
     result = trainer.fit(train, val, EPOCHS)
     return dict(trainer=trainer, writer=writer, checkpointer=checkpointer, before=before, result=result,
@@ -109,10 +127,10 @@ def test_fit_result_bookkeeping(fitted, data):
     assert result.samples_seen == EPOCHS * data.train_x.shape[0]
     assert trainer.step == EPOCHS * spe
     assert result.train_seconds > 0 and result.eval_seconds > 0
-    # the lr after each epoch follows the cosine schedule over all steps (min_lr 0)
+    # the lr of each epoch's last step follows the cosine schedule over all steps (min_lr 0)
     total = EPOCHS * spe
     for h in result.history:
-        t = h["epoch"] * spe
+        t = h["epoch"] * spe - 1
         assert h["lr"] == pytest.approx(fitted["base_lr"] * (1 + math.cos(math.pi * t / total)) / 2, abs=1e-9)
 
 
@@ -166,7 +184,7 @@ def test_evaluate_ignores_label_smoothing(data):
     model = data.model(seed=3)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     scheduler = torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
-    smoothed = Trainer(model, optimizer, scheduler, CPU, label_smoothing=0.3)
+    smoothed = Trainer(model, optimizer, scheduler, CPU, steps=StepSettings(label_smoothing=0.3))
     got = smoothed.evaluate(data.val_loader())
     acc, loss = manual_metrics(model, data.val_x, data.val_y, data.normalize)
     assert got["loss"] == pytest.approx(loss, rel=1e-5)
@@ -208,7 +226,7 @@ def test_log_every_larger_than_an_epoch_logs_at_epoch_ends_only(data):
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
     scheduler = torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
     writer = FakeWriter()
-    trainer = Trainer(model, optimizer, scheduler, CPU, log_every=10_000, writer=writer)
+    trainer = Trainer(model, optimizer, scheduler, CPU, log_every=10_000, callbacks=logging_callbacks(writer))
     result = trainer.fit(train, data.val_loader(), 2)
     spe = steps_per_epoch(data)
     assert [s for s, _ in writer.series("train/loss")] == [spe, 2 * spe]

@@ -19,7 +19,7 @@ from torchvision.ops.misc import FrozenBatchNorm2d
 
 from conftest import run_folders, run_trainlab
 from trainlab import checkpoint
-from trainlab.config import validate
+from trainlab.config import load_option, validate
 from trainlab.errors import ConfigError
 from trainlab.models.cnn import CNN
 from trainlab.optim import build_optimizer
@@ -28,7 +28,7 @@ from trainlab.transfer import (FrozenBatchNorm, freeze, load_pretrained, setup_t
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 CHANNELS = [8, 16]
-SMALL = ["dataset=synthetic", f"model.channels=[{','.join(map(str, CHANNELS))}]", "trainer.progress=false"]
+SMALL = ["dataset=synthetic", f"model.channels=[{','.join(map(str, CHANNELS))}]", "callbacks.console.progress=false"]
 HEAD = {"head.weight", "head.bias"}
 
 
@@ -49,7 +49,7 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, images, label
 
 
 def optimizer_cfg(name: str = "sgd", **values):
-    cfg = OmegaConf.load(CONFIGS / "optimizer" / f"{name}.yaml")
+    cfg = load_option("optimizer", name)
     for key, value in values.items():
         OmegaConf.update(cfg, key, value, force_add=True)
     return cfg

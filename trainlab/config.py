@@ -7,75 +7,92 @@ Only omegaconf is imported here: `trainlab train --cfg job` must not pay for tor
 
 from __future__ import annotations
 
+import functools
 import math
-from dataclasses import dataclass, field, fields, is_dataclass
-from typing import Any, Callable, Optional, get_type_hints
+import re
+from dataclasses import dataclass, field, fields
+from typing import Any, Callable, Optional
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from trainlab.checks import KeyProblem
 from trainlab.errors import ConfigError
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 MONITORED = ("val/acc", "val/loss")
-EMA_MONITORED = ("val_ema/acc", "val_ema/loss")  # logged only with trainer.ema.decay set
+EMA_MONITORED = ("val_ema/acc", "val_ema/loss")  # logged only with callbacks.ema.decay set
 SWITCHES = ("auto", "true", "false")
 AMP_DTYPES = ("bf16", "fp16")
 
 
-@dataclass
-class EmaSchema:
-    """trainer.ema: an exponential moving average of the weights (Polyak averaging); decay null = off."""
-    decay: Optional[float] = None
-    every: int = 1             # optimizer steps between EMA updates
-    evaluate: bool = True      # score the EMA model on the validation split too (val_ema/*)
-    select_best: bool = False  # best.pt by the EMA model's metric, holding the EMA weights
-
-
-@dataclass
-class EarlyStoppingSchema:
-    """trainer.early_stopping: stop when trainer.monitor has not improved by more than min_delta for patience epochs."""
-    patience: Optional[int] = None
-    min_delta: float = 0.0
+def free(default: Any) -> Any:
+    """A schema field whose value may differ between a run and its resumption: it changes where files are
+    or how the run is shown, not what it computes (the resume check reads this mark)."""
+    return field(default=default, metadata={"resume": "free"})
 
 
 @dataclass
 class TrainerSchema:
     epochs: int = 5
     batch_size: Any = 128  # a whole number >= 1, or "full" (full-batch gradient descent)
-    eval_batch_size: int = 256
-    device: str = "auto"
+    eval_batch_size: int = free(256)
+    device: str = free("auto")
     monitor: str = "val/acc"
     mode: str = "max"
     drop_last: bool = False
     label_smoothing: float = 0.0
-    log_every: int = 50
+    log_every: int = free(50)
     deterministic: bool = False
     amp: str = "auto"
     amp_dtype: str = "bf16"
     compile: bool = False
     channels_last: str = "auto"
-    progress: bool = True
-    model_summary: bool = True
-    resume: Optional[str] = None
+    resume: Optional[str] = free(None)
     clip_grad_norm: Optional[float] = None
     clip_grad_value: Optional[float] = None
     accumulate: int = 1
     l1: float = 0.0
     l2: float = 0.0
-    ema: EmaSchema = field(default_factory=EmaSchema)
-    early_stopping: EarlyStoppingSchema = field(default_factory=EarlyStoppingSchema)
+
+
+# Keys that moved: a config (or an old command line) that still sets one gets told where it went.
+MOVED = {
+    "trainer.ema": "callbacks.ema (e.g. callbacks.ema.decay=0.999)",
+    "trainer.early_stopping": "callbacks.early_stopping (e.g. callbacks.early_stopping.patience=3)",
+    "trainer.progress": "callbacks.console.progress",
+    "trainer.model_summary": "callbacks.console.model_summary",
+}
 
 
 @dataclass
 class DatasetSchema:
     name: str = "fashion_mnist"
-    root: str = "data"
+    root: str = free("data")
     train_size: Optional[int] = None
     val_size: Any = 5000  # a count, or a fraction in (0, 1) of the training split
-    download: bool = True
+    download: bool = free(True)
     folds: Optional[int] = None  # k-fold cross-validation: k >= 2, with `fold` the validation fold
     fold: int = 0
+    system_root: Optional[str] = free(None)  # a second place to look for the files (Debian's package)
+    cache_dir: Optional[str] = free(None)    # image folders: where the decoded cache goes
+    num_workers: int = free(2)               # image folders: decoding processes
+
+
+@dataclass
+class TransferSchema:
+    """The transfer-learning keys every model option has (see trainlab/transfer.py)."""
+    pretrained: Optional[str] = free(None)  # the run being resumed takes its weights from last.pt
+    freeze: str = "none"
+    freeze_bn: bool = True
+
+
+def schema_free_keys() -> set[str]:
+    """Dotted keys marked free() in the schemas above."""
+    marked = set()
+    for prefix, schema in (("trainer", TrainerSchema), ("dataset", DatasetSchema), ("model", TransferSchema)):
+        marked |= {f"{prefix}.{f.name}" for f in fields(schema) if f.metadata.get("resume") == "free"}
+    return marked
 
 
 def _positive_int(value: Any) -> bool:
@@ -97,7 +114,6 @@ def _non_negative(value: Any) -> bool:
 
 
 # key -> (test, what a valid value looks like); each test sees an already type-checked value.
-# Dotted keys name nested sections (trainer.ema.decay).
 TRAINER_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "epochs": (_positive_int, "a whole number >= 1"),
     "batch_size": (_batch_size, "a whole number >= 1 or full (the whole training split in one batch)"),
@@ -115,10 +131,6 @@ TRAINER_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "accumulate": (_positive_int, "a whole number >= 1 (micro-batches per optimizer step)"),
     "l1": (_non_negative, "a number >= 0"),
     "l2": (_non_negative, "a number >= 0"),
-    "ema.decay": (lambda v: v is None or 0.0 < v < 1.0, "null (off) or a number in (0, 1)"),
-    "ema.every": (_positive_int, "a whole number >= 1 (optimizer steps between EMA updates)"),
-    "early_stopping.patience": (lambda v: v is None or v >= 1, "null (off) or a whole number >= 1 (epochs)"),
-    "early_stopping.min_delta": (_non_negative, "a number >= 0"),
 }
 
 
@@ -142,18 +154,13 @@ def _typed(schema: type, node: DictConfig, prefix: str, allow_extra: bool) -> Di
     """Merge `node` onto the schema's defaults; a value of the wrong type raises ConfigError."""
     known = {f.name for f in fields(schema)}
     extra = [k for k in node if k not in known]
+    for key in extra:
+        if f"{prefix}.{key}" in MOVED:
+            raise ConfigError(f"{prefix}.{key}: moved to {MOVED[f'{prefix}.{key}']}")
     if extra and not allow_extra:
         raise ConfigError(f"{prefix}.{extra[0]}: unknown key; known keys: {', '.join(sorted(known))}")
     typed = OmegaConf.structured(schema)
-    sections: dict[str, Any] = {}
     for key in known & set(node.keys()):
-        nested = get_type_hints(schema).get(key)  # (annotations are strings here: resolve them)
-        if is_dataclass(nested):  # a section such as trainer.ema: typed key by key, unknown keys named
-            if not isinstance(node[key], DictConfig):
-                raise ConfigError(f"{prefix}.{key}={node[key]!r}: must be a mapping of "
-                                  f"{', '.join(f.name for f in fields(nested))}")
-            sections[key] = OmegaConf.to_container(_typed(nested, node[key], f"{prefix}.{key}", allow_extra=False))
-            continue
         try:
             typed[key] = node[key]
         except OmegaConfBaseException:
@@ -161,10 +168,9 @@ def _typed(schema: type, node: DictConfig, prefix: str, allow_extra: bool) -> Di
                 raise ConfigError(f"{prefix}.{key}: has no value (???); set it, e.g. {prefix}.{key}=...") from None
             want = next(f.type for f in fields(schema) if f.name == key)
             want = (str(want).replace("typing.", "").replace("Optional[int]", "int or null")
-                    .replace("Optional[float]", "float or null"))
+                    .replace("Optional[float]", "float or null").replace("Optional[str]", "str or null"))
             raise ConfigError(f"{prefix}.{key}={node[key]!r}: expected {want}") from None
     merged = OmegaConf.to_container(typed)
-    merged.update(sections)
     merged.update({k: node[k] for k in extra})
     return OmegaConf.create(merged)
 
@@ -193,7 +199,8 @@ def validate(cfg: DictConfig) -> DictConfig:
     if isinstance(checked.trainer.batch_size, str) and checked.trainer.batch_size.strip().isdigit():
         checked.trainer.batch_size = int(checked.trainer.batch_size)  # "64" from a YAML string, as the int schema did
     _check(checked.trainer, "trainer", TRAINER_RULES)
-    check_trainer(checked.trainer)
+    checked.callbacks = check_callbacks(checked.get("callbacks"))
+    check_monitor(checked.trainer.monitor, checked.callbacks)
     wanted_mode = "min" if checked.trainer.monitor.endswith("loss") else "max"
     if checked.trainer.mode != wanted_mode:
         raise ConfigError(
@@ -210,21 +217,43 @@ def validate(cfg: DictConfig) -> DictConfig:
     return checked
 
 
-def check_trainer(trainer: DictConfig) -> None:
-    """Checks across trainer keys: the monitored metric must be one the run logs."""
-    ema = trainer.ema
-    if ema.decay is None:
-        for key in ("select_best",):
-            if ema[key]:
-                raise ConfigError(f"trainer.ema.{key}=true needs the EMA on: set trainer.ema.decay (e.g. 0.999)")
-    elif not ema.evaluate and ema.select_best:
-        raise ConfigError("trainer.ema.select_best=true needs trainer.ema.evaluate=true (best.pt is chosen on "
-                          "the EMA model's validation metrics)")
-    logged = list(MONITORED) + (list(EMA_MONITORED) if ema.decay is not None and ema.evaluate else [])
-    if trainer.monitor not in logged:
-        why = "the EMA is off (trainer.ema.decay=null)" if ema.decay is None else "trainer.ema.evaluate=false"
-        raise ConfigError(f"trainer.monitor={trainer.monitor}: never logged because {why}; "
+def check_callbacks(callbacks: Any) -> DictConfig:
+    """The `callbacks` group: a named dict of component configs, each with a _target_; a null entry is off."""
+    if callbacks is None:
+        return OmegaConf.create({})
+    if not isinstance(callbacks, DictConfig):
+        raise ConfigError(f"callbacks={callbacks!r}: must be a mapping of callback name -> config (a named dict); "
+                          "choose an option, e.g. callbacks=default")
+    for name, node in callbacks.items():
+        if node is not None and (not isinstance(node, DictConfig) or "_target_" not in node):
+            raise ConfigError(f"callbacks.{name}: no _target_; each callback names its class, e.g. "
+                              "_target_: trainlab.callbacks.ema.EMA (or ~callbacks.{name} to drop it)")
+    return OmegaConf.create({k: v for k, v in callbacks.items() if v is not None})
+
+
+def ema_settings(callbacks: DictConfig) -> dict:
+    """callbacks.ema's decay / evaluate / select_best (EMA off when the callback is absent or decay is null)."""
+    ema = callbacks.get("ema") or {}
+    return {"decay": ema.get("decay"), "evaluate": ema.get("evaluate", True), "select_best": ema.get("select_best", False)}
+
+
+def check_monitor(monitor: str, callbacks: DictConfig) -> None:
+    """The monitored metric must be one the run logs (val_ema/* only with the EMA on and scored)."""
+    ema = ema_settings(callbacks)
+    logged = list(MONITORED) + (list(EMA_MONITORED) if ema["decay"] is not None and ema["evaluate"] else [])
+    if monitor not in logged:
+        why = "the EMA is off (callbacks.ema.decay=null)" if ema["decay"] is None else "callbacks.ema.evaluate=false"
+        raise ConfigError(f"trainer.monitor={monitor}: never logged because {why}; "
                           f"metrics this run logs: {', '.join(logged)}")
+
+
+def effective_monitor(trainer: DictConfig, callbacks: DictConfig) -> str:
+    """The metric that picks best.pt (and drives early stopping and metric-driven schedules):
+    trainer.monitor, or its val_ema/ twin when callbacks.ema.select_best is on."""
+    ema, monitor = ema_settings(callbacks), trainer.monitor
+    if ema["decay"] is not None and ema["select_best"] and monitor.startswith("val/"):
+        monitor = "val_ema/" + monitor[len("val/"):]
+    return monitor
 
 
 def switch(value: str, auto: bool) -> bool:
@@ -264,6 +293,44 @@ def instantiate(node: Any, key: str, **kwargs: Any) -> Any:
         cause = error.__cause__ or error
         if isinstance(cause, ConfigError):  # the component's own check already names the key
             raise cause from None
+        if isinstance(cause, KeyProblem):  # the component's check of one of its keys: put it in place
+            raise cause.at(key) from None
+        unknown = re.search(r"unexpected keyword argument '(\w+)'", str(cause))
+        if isinstance(cause, TypeError) and unknown:
+            raise ConfigError(f"{key}.{unknown.group(1)}: unknown key{known_keys(node, kwargs)}") from None
         first = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
         target = node.get("_target_", "?") if isinstance(node, (dict, DictConfig)) else "?"
         raise ConfigError(f"{key}: cannot build {target}: {first}") from None
+
+
+def known_keys(node: Any, supplied: Any = ()) -> str:
+    """'; known keys: a, b' for the class a _target_ names (from its signature, less the arguments the
+    builder supplies itself), or '' when unknown."""
+    import importlib
+    import inspect
+
+    try:
+        module, _, name = str(node.get("_target_")).rpartition(".")
+        target = getattr(importlib.import_module(module), name)
+        names = [p for p in inspect.signature(target).parameters
+                 if p not in ("self", "args", "kwargs") and p not in supplied]
+    except (ImportError, AttributeError, TypeError, ValueError):
+        return ""
+    return f"; known keys: {', '.join(names)}" if names else ""
+
+
+def load_option(group: str, name: str) -> DictConfig:
+    """configs/<group>/<name>.yaml as Hydra composes it (with its defaults list: shared blocks included),
+    a fresh copy each call. For tests, benchmarks and tools that need one option without a whole run."""
+    return OmegaConf.create(_composed_option(group, name))
+
+
+@functools.lru_cache(maxsize=None)
+def _composed_option(group: str, name: str) -> dict:
+    from hydra import compose, initialize_config_dir
+
+    from trainlab.commands import config_dir
+
+    with initialize_config_dir(version_base="1.3", config_dir=str(config_dir())):
+        composed = compose(config_name=f"{group}/{name}")
+    return OmegaConf.to_container(OmegaConf.select(composed, group.replace("/", ".")), resolve=False)

@@ -45,6 +45,7 @@ BatchNorm layers keep updating their running statistics in training mode.
 
 from __future__ import annotations
 
+from dataclasses import fields
 from pathlib import Path
 from typing import Any, Optional
 
@@ -53,11 +54,13 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torchvision.ops.misc import FrozenBatchNorm2d as TorchvisionFrozenBatchNorm2d
 
+from trainlab.config import TransferSchema
 from trainlab.errors import ConfigError
 
 # model.* keys that describe how to start and what to train, not how to build the model: they are
 # taken out of the model config before build_model instantiates the class with the rest.
-TRANSFER_DEFAULTS: dict[str, Any] = {"pretrained": None, "freeze": "none", "freeze_bn": True}
+# The transfer keys every model option has, with their defaults (declared once, in the schema).
+TRANSFER_DEFAULTS: dict[str, Any] = {f.name: f.default for f in fields(TransferSchema)}
 WRAPPER_KEYS = ("state_dict", "model", "model_state_dict")  # dicts that hold a state dict under a key
 SHOWN = 4  # mismatching keys named in an error message
 

@@ -31,6 +31,11 @@ class DataBundle:
     mix: Optional[Mixer]
     input_shape: tuple[int, int, int]
     classes: list[str]
+    train_sample: Optional[torch.Tensor] = None  # streamed: the decoded sample the statistics came from
+
+    def training_images(self) -> torch.Tensor:
+        """uint8 training images: the whole split when it is in memory, else the decoded sample."""
+        return self.train.images if isinstance(self.train, DeviceLoader) else self.train_sample
 
     @property
     def num_classes(self) -> int:
@@ -123,4 +128,5 @@ def build_streamed(cfg, dataset: StreamedDataset, device: torch.device, seed: in
         mix=build_mix(cfg.augmentation.get("mix"), dataset.num_classes),
         input_shape=dataset.input_shape,
         classes=dataset.classes,
+        train_sample=sample,
     )

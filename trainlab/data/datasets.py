@@ -406,3 +406,45 @@ def load_dataset(cfg):
         keys = ("num_train", "num_test", "num_classes", "channels", "image_size", "noise", "generator_seed")
         return make_synthetic(**{k: cfg[k] for k in keys if k in cfg})
     raise ConfigError(f"dataset.name={name!r}: unknown dataset; choose one of {', '.join(DATASET_NAMES)}")
+
+
+@dataclass
+class DatasetShape:
+    """What a dataset config says about its data before any file is read: enough for dry builds."""
+
+    input_shape: tuple[int, int, int]
+    num_classes: int               # for an image folder, unknown until scanned: 2 stands in
+    train_examples: Optional[int]  # the official training split's size, when known
+
+
+KNOWN_SHAPES = {"fashion_mnist": ((1, 28, 28), 10, 60000), "mnist": ((1, 28, 28), 10, 60000),
+                "cifar10": ((3, 32, 32), 10, 50000), "svhn": ((3, 32, 32), 10, 73257)}
+
+
+def describe(cfg) -> DatasetShape:
+    """The image shape, class count and training-split size that `cfg` (a dataset section) will give,
+    checked from its keys alone (no file is read)."""
+    name = cfg.name
+    if name in KNOWN_SHAPES:
+        shape, classes, train = KNOWN_SHAPES[name]
+        if name == "svhn" and cfg.get("extra", False):
+            train += 531131
+        return DatasetShape(shape, classes, train)
+    if name == "cifar100":
+        mode = cfg.get("label_mode", "fine")
+        if mode not in ("fine", "coarse"):
+            raise ConfigError(f"dataset.label_mode={mode!r}: must be fine (100 classes) or coarse (20)")
+        return DatasetShape((3, 32, 32), 100 if mode == "fine" else 20, 50000)
+    if name == "imagefolder":
+        from trainlab.data.imagefolder import FolderSettings
+
+        settings = FolderSettings.from_cfg(cfg)
+        return DatasetShape((settings.channels, *settings.image_size), 2, None)
+    if name == "synthetic":
+        size, channels = cfg.get("image_size", 28), cfg.get("channels", 1)
+        classes, train = cfg.get("num_classes", 10), cfg.get("num_train", 2000)
+        for key, value in (("image_size", size), ("channels", channels), ("num_classes", classes), ("num_train", train)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"dataset.{key}={value!r}: must be a whole number >= 1")
+        return DatasetShape((channels, size, size), classes, train)
+    raise ConfigError(f"dataset.name={name!r}: unknown dataset; choose one of {', '.join(DATASET_NAMES)}")

@@ -17,6 +17,14 @@ from omegaconf import DictConfig, OmegaConf
 
 from trainlab.errors import ConfigError
 
+CONFIG = "schedule_plot"
+
+
+def check(cfg, context) -> None:
+    steps_per_epoch = (cfg.get("schedule_plot") or {}).get("steps_per_epoch", 100)
+    if isinstance(steps_per_epoch, bool) or not isinstance(steps_per_epoch, int) or steps_per_epoch < 1:
+        raise ConfigError(f"schedule_plot.steps_per_epoch={steps_per_epoch!r}: must be a whole number >= 1")
+
 
 def schedule_name(schedule_cfg: Any) -> str:
     """cosine_restarts for trainlab.optim.cosine_restarts_schedule."""
@@ -43,8 +51,6 @@ def plot_schedule(cfg: DictConfig, run_dir: Path) -> Path:
 
     plot_cfg = cfg.get("schedule_plot") or {}
     steps_per_epoch = plot_cfg.get("steps_per_epoch", 100)
-    if isinstance(steps_per_epoch, bool) or not isinstance(steps_per_epoch, int) or steps_per_epoch < 1:
-        raise ConfigError(f"schedule_plot.steps_per_epoch={steps_per_epoch!r}: must be a whole number >= 1")
     log_y = bool(plot_cfg.get("log_y", False))
     epochs, lr = int(cfg.trainer.epochs), float(cfg.optimizer.lr)
     mode = str(cfg.trainer.get("mode", "max"))
@@ -73,3 +79,6 @@ def plot_schedule(cfg: DictConfig, run_dir: Path) -> Path:
     print(f"{schedule_name(cfg.schedule)}: lr {lrs[0]:.4g} at the start, max {max(lrs):.4g}, min {min(lrs):.4g}, "
           f"{lrs[-1]:.4g} at the last step ({epochs} epochs x {steps_per_epoch} steps)\nwrote {path}")
     return path
+
+
+run = plot_schedule

@@ -1,0 +1,228 @@
+"""Config -> built pieces: the one place that builds, shared by every command.
+
+`check(cfg)` is the honest check of a whole config before anything is read or written: a dry build of
+each piece (the model on the `meta` device with a dummy input of the dataset's known shape, the
+optimizer and schedule on that model, the augmentation ops on an image of that shape, the callbacks).
+`build_experiment(cfg)` builds the real pieces (data on the device, the initialized model, optimizer,
+schedule) with no side effects on disk; `build_callbacks` and `build_trainer` put a run together.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
+
+import torch
+from omegaconf import DictConfig
+from torch import nn
+
+from trainlab.callbacks.base import Callback, RunInfo
+from trainlab.checks import KeyProblem
+from trainlab.config import effective_monitor, instantiate
+from trainlab.data import DataBundle, build_augmentation, build_data, build_mix
+from trainlab.data.datasets import DatasetShape, describe
+from trainlab.data.preprocess import Preprocessor
+from trainlab.errors import ConfigError
+from trainlab.init import apply_init, check_init, needs_batch
+from trainlab.models import build_model, count_parameters
+from trainlab.optim import build_optimizer, build_schedule
+from trainlab.regularization import build_penalty
+from trainlab.runtime import compile_model, resolve_amp, resolve_channels_last, resolve_device, seed_everything
+from trainlab.train import StepSettings, Trainer
+from trainlab.transfer import freeze, resolve_pretrained_path, setup_transfer, split_model_config
+from trainlab.tta import build_views
+
+
+@dataclass
+class Experiment:
+    """The built pieces of one experiment, before any training."""
+
+    cfg: DictConfig
+    device: torch.device
+    data: DataBundle
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    steps_per_epoch: int
+    amp_dtype: Optional[torch.dtype]
+    forward: Optional[Callable]         # torch.compile(model), or None for eager
+    penalty: Optional[Callable]
+    tta_views: Optional[Callable]
+    params: int
+    init_report: dict
+    transfer: dict
+    notices: list[str] = field(default_factory=list)
+
+    @property
+    def monitor(self) -> str:
+        return effective_monitor(self.cfg.trainer, self.cfg.callbacks)
+
+
+# ---------------------------------------------------------------- the pieces
+
+
+def loaders(cfg: DictConfig, device: torch.device, channels_last: bool) -> DataBundle:
+    """build_data, with trainer.batch_size=full resolved to the training split's size (one batch per epoch)."""
+    if cfg.trainer.batch_size != "full":
+        return build_data(cfg, device, cfg.seed, channels_last=channels_last)
+    data_cfg = copy.deepcopy(cfg)
+    data_cfg.trainer.batch_size = 2**62  # "every example": the split's size is known once the data is built
+    data = build_data(data_cfg, device, cfg.seed, channels_last=channels_last)
+    data.train.batch_size = max(1, data.train.num_samples)
+    return data
+
+
+def model_activation(cfg: DictConfig) -> tuple[str, Any]:
+    return cfg.model.get("activation", "relu"), cfg.model.get("activation_params")
+
+
+def initialize_weights(model: nn.Module, cfg: DictConfig, train_loader) -> dict:
+    """The `init` option, with gains that follow model.activation; LSUV gets one real training batch."""
+    activation, params = model_activation(cfg)
+    batch = None
+    if needs_batch(cfg.init):
+        state = train_loader.generator.get_state()  # borrowing a batch must not change the run's shuffling
+        batch, _ = next(iter(train_loader))
+        train_loader.generator.set_state(state)
+    return apply_init(model, cfg.init, activation=activation, activation_params=params, batch=batch)
+
+
+def schedule(cfg: DictConfig, optimizer: torch.optim.Optimizer, steps_per_epoch: int):
+    """The `schedule` option over trainer.epochs of steps_per_epoch optimizer steps."""
+    return build_schedule(cfg.schedule, optimizer, steps_per_epoch, cfg.trainer.epochs, mode=cfg.trainer.mode)
+
+
+def to_device(model: nn.Module, device: torch.device, channels_last: bool) -> nn.Module:
+    return model.to(device, memory_format=torch.channels_last) if channels_last else model.to(device)
+
+
+def build_experiment(cfg: DictConfig, *, resuming: bool = False) -> Experiment:
+    """Every piece of the experiment `cfg` (validated) describes; `resuming`: weights come from last.pt
+    later, so model.pretrained is not read."""
+    trainer = cfg.trainer
+    device = resolve_device(trainer.device)
+    seed_everything(cfg.seed, trainer.deterministic)
+    channels_last = resolve_channels_last(trainer.channels_last, device)
+    data = loaders(cfg, device, channels_last)
+    model = to_device(build_model(cfg.model, data.input_shape, data.num_classes), device, channels_last)
+    init_report = initialize_weights(model, cfg, data.train)
+    params = count_parameters(model)  # before freezing: frozen batch norm keeps its weights as buffers
+    _, transfer_settings = split_model_config(cfg.model)
+    transfer = setup_transfer(model, transfer_settings, load_weights=not resuming, classes=data.classes)
+    model = to_device(model, device, channels_last)
+    optimizer = build_optimizer(cfg.optimizer, model)
+    # the schedule counts optimizer steps: one per `accumulate` micro-batches, the last partial group included
+    steps_per_epoch = math.ceil(len(data.train) / trainer.accumulate)
+    scheduler = schedule(cfg, optimizer, steps_per_epoch)
+    amp_dtype, notices = resolve_amp(trainer.amp, trainer.amp_dtype, device)
+    forward, compile_notices = compile_model(model, trainer.compile)
+    return Experiment(cfg=cfg, device=device, data=data, model=model, optimizer=optimizer, scheduler=scheduler,
+                      steps_per_epoch=steps_per_epoch, amp_dtype=amp_dtype, forward=forward,
+                      penalty=build_penalty(model, trainer.l1, trainer.l2),
+                      tta_views=build_views(**cfg.tta) if cfg.get("tta") else None, params=params,
+                      init_report=init_report, transfer=transfer, notices=notices + compile_notices)
+
+
+def build_callbacks(cfg: DictConfig, run: RunInfo) -> dict[str, Callback]:
+    """The `callbacks` named dict, built and set up for `run`; a callback that is off (ema with decay null,
+    early stopping with patience null) is left out."""
+    built: dict[str, Callback] = {}
+    for name, node in cfg.callbacks.items():
+        try:
+            callback = instantiate(node, f"callbacks.{name}")
+        except KeyProblem as problem:
+            raise problem.at(f"callbacks.{name}") from None
+        if not isinstance(callback, Callback):
+            raise ConfigError(f"callbacks.{name}._target_={node._target_}: built a {type(callback).__name__}, "
+                              "not a trainlab.callbacks.Callback")
+        if getattr(callback, "enabled", True):
+            callback.setup(run)
+            built[name] = callback
+    ema = next((cb for cb in built.values() if type(cb).__name__ == "EMA"), None)
+    if ema is not None and run.monitor.startswith("val_ema/"):
+        for callback in built.values():
+            if hasattr(callback, "best_weights"):
+                callback.best_weights = ema.weights  # best.pt holds the weights its metric scored
+    return built
+
+
+def build_trainer(experiment: Experiment, callbacks: dict[str, Callback]) -> Trainer:
+    trainer = experiment.cfg.trainer
+    steps = StepSettings(label_smoothing=trainer.label_smoothing, accumulate=trainer.accumulate,
+                         clip_grad_norm=trainer.clip_grad_norm, clip_grad_value=trainer.clip_grad_value)
+    return Trainer(experiment.model, experiment.optimizer, experiment.scheduler, experiment.device, steps=steps,
+                   amp_dtype=experiment.amp_dtype, log_every=trainer.log_every, monitor=experiment.monitor,
+                   forward=experiment.forward, mix=experiment.data.mix, penalty=experiment.penalty,
+                   callbacks=callbacks)
+
+
+# ---------------------------------------------------------------- the check before anything is touched
+
+
+def estimated_steps_per_epoch(cfg: DictConfig, shape: DatasetShape) -> int:
+    """Optimizer steps per epoch as the dataset's known size gives them (100 when the size is unknown):
+    enough for the schedule's dry build, whose rules are in epochs."""
+    data, trainer = cfg.dataset, cfg.trainer
+    if shape.train_examples is None:
+        return 100
+    total = shape.train_examples
+    if data.folds:
+        train = total - total // data.folds
+    else:
+        val = data.val_size if isinstance(data.val_size, int) else round(data.val_size * total)
+        train = max(1, total - val)
+    if data.train_size is not None:
+        train = min(train, data.train_size)
+    batches = 1 if trainer.batch_size == "full" else math.ceil(train / trainer.batch_size)
+    return max(1, math.ceil(batches / trainer.accumulate))
+
+
+def dry_model(cfg: DictConfig, shape: DatasetShape) -> nn.Module:
+    """The model built on the `meta` device (no memory, no weights) and run on a dummy batch of the dataset's
+    shape, so a model that does not fit the images fails here; frozen as model.freeze says."""
+    _, transfer = split_model_config(cfg.model)
+    if transfer["pretrained"]:
+        resolve_pretrained_path(transfer["pretrained"])  # exists (its tensors are checked when loaded)
+    try:
+        with torch.device("meta"):
+            model = build_model(cfg.model, shape.input_shape, shape.num_classes)
+            model.eval()(torch.empty(2, *shape.input_shape))
+    except NotImplementedError:  # an op without a meta kernel: the same check on the CPU
+        model = build_model(cfg.model, shape.input_shape, shape.num_classes)
+        with torch.no_grad():
+            model.eval()(torch.zeros(2, *shape.input_shape))
+    except ConfigError:
+        raise
+    except (RuntimeError, ValueError, TypeError) as error:
+        first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise ConfigError(f"model: does not run on {list(shape.input_shape)} images ({cfg.dataset.name}): "
+                          f"{first}; check the model's keys against the dataset") from None
+    freeze(model, transfer["freeze"], freeze_bn=transfer["freeze_bn"])
+    return model.train()
+
+
+def check(cfg: DictConfig) -> DictConfig:
+    """Dry-build every piece of a schema-validated config (see the module note); raise ConfigError naming
+    the key of the first piece that cannot be built. Reads no dataset file and writes nothing."""
+    resolve_device(cfg.trainer.device)
+    shape = describe(cfg.dataset)
+    activation, params = model_activation(cfg)
+    check_init(cfg.init, activation, params)
+    model = dry_model(cfg, shape)
+    optimizer = build_optimizer(cfg.optimizer, model)
+    schedule(cfg, optimizer, estimated_steps_per_epoch(cfg, shape))
+    preprocessor = instantiate(cfg.get("preprocess"), "preprocess") if cfg.get("preprocess") is not None else None
+    if preprocessor is not None and not isinstance(preprocessor, Preprocessor):
+        raise ConfigError(f"preprocess._target_ built a {type(preprocessor).__name__}, not a Preprocessor")
+    images = torch.randint(0, 256, (64, *shape.input_shape), dtype=torch.uint8,
+                           generator=torch.Generator().manual_seed(0))
+    build_augmentation(cfg.augmentation.get("ops"), shape.input_shape, images)
+    build_mix(cfg.augmentation.get("mix"), shape.num_classes)
+    if cfg.get("tta"):
+        build_views(**cfg.tta)
+    monitor = effective_monitor(cfg.trainer, cfg.callbacks)
+    build_callbacks(cfg, RunInfo(run_dir=None, monitor=monitor, mode=cfg.trainer.mode))
+    return cfg
+

@@ -1,0 +1,69 @@
+"""<run>/tensorboard/: train/* and lr at log intervals, epoch metrics, test metrics and the HParams tab."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from trainlab.callbacks.base import Callback, EpochEnd
+from trainlab.checks import is_int, require
+
+class TensorBoard(Callback):
+    """One SummaryWriter for the run (x axis: optimizer step), opened at fit start."""
+
+    order = 30
+    resume_free = ("*",)
+
+    def __init__(self, hparams: bool = True, flush_secs: int = 120):
+        self.hparams = require("hparams", hparams, lambda v: isinstance(v, bool), "true or false")
+        self.flush_secs = require("flush_secs", flush_secs, lambda v: is_int(v) and v >= 1, "a whole number >= 1")
+        self.writer = None
+
+    def on_fit_start(self, trainer, start_epoch: int) -> None:
+        if self.writer is None and self.run.run_dir is not None:
+            from torch.utils.tensorboard import SummaryWriter  # heavy import: only when a run logs
+
+            self.writer = SummaryWriter(log_dir=str(self.run.run_dir / "tensorboard"), flush_secs=self.flush_secs)
+
+    def scalars(self, values: dict[str, float], step: int) -> None:
+        if self.writer is not None:
+            for tag, value in values.items():
+                self.writer.add_scalar(tag, value, step)
+
+    def on_log(self, trainer, scalars: dict[str, float]) -> None:
+        self.scalars(scalars, trainer.step)
+
+    def on_epoch_end(self, trainer, end: EpochEnd) -> None:
+        metrics = {k: v for k, v in end.metrics.items() if k != "train/loss"}  # train/loss: per log interval
+        self.scalars({**metrics, "epoch": end.epoch}, trainer.step)
+
+    def on_fit_end(self, trainer, result, error: Optional[BaseException]) -> None:
+        if self.writer is not None:
+            self.writer.flush()
+            if error is not None:
+                self.close()
+
+    def on_test_end(self, trainer, summary: dict) -> None:
+        for split in ("test", "test_tta"):
+            self.scalars({f"{split}/{name}": value for name, value in (summary.get(split) or {}).items()},
+                         trainer.step)
+        if self.hparams and self.writer is not None:
+            self.writer.add_hparams(*hparams(self.run.config, summary), run_name=".", global_step=summary["steps"])
+        self.close()
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+
+
+def hparams(config: dict, summary: dict) -> tuple[dict, dict]:
+    """The run's choices and key values, and its results, for TensorBoard's HParams tab."""
+    values = {group: str(option) for group, option in summary.get("choices", {}).items()}
+    values.update({"optimizer.lr": float(config["optimizer"].get("lr", 0.0)),
+                   "trainer.batch_size": config["trainer"]["batch_size"],
+                   "trainer.epochs": config["trainer"]["epochs"], "seed": config["seed"]})
+    best = summary["best"]
+    metrics = {f"hparam/best_{best['metric'].replace('/', '_')}": best["value"]}
+    if summary.get("test") is not None:
+        metrics.update({"hparam/test_acc": summary["test"]["acc"], "hparam/test_loss": summary["test"]["loss"]})
+    return values, metrics

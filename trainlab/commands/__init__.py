@@ -1,0 +1,239 @@
+"""Running a command: compose (Hydra) -> check everything -> claim the run folder -> run.
+
+A command is one module here with `CONFIG` (its primary config in configs/), `run(cfg, run_dir)` and,
+optionally, `check(cfg, context)` for checks of its own. For a single run the config is composed with
+Hydra's compose API and checked *before* Hydra makes the run folder, so a bad config leaves nothing
+behind; then Hydra runs the job (run folder, .hydra/, train.log) and the command gets the checked
+config. In a sweep each job is composed by Hydra's sweeper and checked when it starts.
+Nothing here imports torch: a command's own module does, when it runs.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+import sys
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+# Hydra flags that only show information: no run folder is made for them.
+INFO_FLAGS = {"--help", "-h", "--hydra-help", "--cfg", "-c", "--info", "-i", "--version",
+              "--shell-completion", "-sc", "--resolve"}
+RUN_MARKS = ("summary.json", "checkpoints", "tensorboard")  # what makes a folder hold a run
+
+
+def config_dir() -> Path:
+    """The shipped configs: inside the installed package (wheel), else the repository's top level."""
+    package = Path(__file__).resolve().parents[1]
+    for candidate in (package / "configs", package.parent / "configs"):
+        if (candidate / "train.yaml").is_file():
+            return candidate
+    raise SystemExit("trainlab: error: the configs folder is missing from the installation; reinstall trainlab")
+
+
+def claim_run_dir(root: Path, now: datetime) -> Path:
+    """A new folder root/<date>/<time>, made here so two runs started in the same second never share one."""
+    base = root / now.strftime("%Y-%m-%d") / now.strftime("%H-%M-%S")
+    base.parent.mkdir(parents=True, exist_ok=True)
+    for attempt in range(1000):
+        candidate = base if attempt == 0 else base.with_name(f"{base.name}-{attempt}")
+        try:
+            candidate.mkdir()  # atomic: exactly one process gets each name
+            return candidate
+        except FileExistsError:
+            continue
+    raise SystemExit(f"trainlab: error: could not make a new run folder under {base.parent}")
+
+
+def holds_run(folder: Path) -> bool:
+    return any((folder / mark).exists() for mark in RUN_MARKS)
+
+
+def holds_sweep(folder: Path) -> bool:
+    return (folder / "multirun.yaml").exists() or (folder.is_dir() and any(
+        child.is_dir() and holds_run(child) for child in folder.iterdir()))
+
+
+def override_value(args: list[str], key: str) -> Optional[str]:
+    for arg in args:
+        name, sep, value = arg.partition("=")
+        if sep and name.lstrip("+~") == key:
+            return value
+    return None
+
+
+def user_config_dir(args: list[str], cwd: Path) -> Optional[Path]:
+    """The user's ./configs, added to Hydra's search path unless --config-dir names another."""
+    user_configs = cwd / "configs"
+    if any(a in ("--config-dir", "-cd") or a.startswith("--config-dir=") for a in args):
+        return None
+    if user_configs.is_dir() and user_configs.resolve() != config_dir().resolve():
+        return user_configs
+    return None
+
+
+def fail(message: str) -> None:
+    print(f"trainlab: error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+@dataclass
+class Context:
+    """What a command's check may use beyond the config: the group choices and a composer."""
+
+    command: str
+    choices: dict[str, Any] = field(default_factory=dict)
+    compose: Optional[Callable[[list[str]], Any]] = None  # overrides -> a composed config (no hydra node)
+
+    def defaults(self) -> dict:
+        """The config these choices compose to without any key override, resolved and schema-checked."""
+        from omegaconf import OmegaConf
+
+        from trainlab.config import validate
+
+        picks = [f"{group}={option}" for group, option in self.choices.items()
+                 if option is not None and not group.startswith("hydra") and "/" not in group and "@" not in group]
+        return OmegaConf.to_container(validate(self.compose(picks)), resolve=True)
+
+
+def check_all(module, cfg, context: Context):
+    """Every check of a command's config: the schema, the dry builds, the command's own; once per command."""
+    from trainlab.config import validate
+
+    checked = validate(cfg)
+    from trainlab.build import check  # torch is imported here, after the cheap schema checks
+
+    check(checked)
+    if hasattr(module, "check"):
+        module.check(checked, context)
+    return checked
+
+
+def composition_message(error: Exception, overrides: list[str]) -> str:
+    """Hydra's composition error as one line; a key that moved says where it went."""
+    from trainlab.config import MOVED
+
+    for arg in overrides:
+        key = arg.partition("=")[0].lstrip("+~")
+        for old, new in MOVED.items():
+            if key == old or key.startswith(old + "."):
+                return f"{key}: moved to {new}"
+    unknown = re.match(r"Could not override '([^']+)'", str(error))
+    if unknown:
+        given = next((a for a in overrides if a.partition("=")[0].lstrip("+~") == unknown.group(1)), unknown.group(1))
+        return (f"{unknown.group(1)}: no such key in the composed config; check its spelling "
+                f"(to add a new key: +{given.lstrip('+~')})")
+    lines = [line.strip() for line in str(error).splitlines() if line.strip() and not line.startswith((" ", "\t"))]
+    return "; ".join(lines) or type(error).__name__
+
+
+def compose_checked(module, name: str, overrides: list[str], user_dir: Optional[Path]):
+    """The config Hydra will give the job, composed with its compose API and checked; None for Hydra to
+    report (a composition error is printed by Hydra itself, with the options it knows)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException, MissingConfigException
+    from omegaconf import open_dict
+
+    from trainlab.errors import TrainlabError
+
+    search = [f"hydra.searchpath=[file://{user_dir.resolve()}]"] if user_dir is not None else []
+    with initialize_config_dir(version_base="1.3", config_dir=str(config_dir()), job_name=name):
+        try:
+            composed = compose(module.CONFIG, overrides=search + overrides, return_hydra_config=True)
+        except MissingConfigException as error:  # e.g. optimizer=adamm: name the options there are
+            options = getattr(error, "options", None)
+            group = Path(str(getattr(error, "missing_cfg_file", "") or "")).parent.as_posix()
+            given = override_value(overrides, group) if group not in ("", ".") else None
+            if options and given is not None:
+                fail(f"{group}={given}: no such option; choose one of {', '.join(sorted(options))} "
+                     f"(or add configs/{group}/{given}.yaml)")
+            return None  # hydra.main composes again and prints its own message
+        except HydraException as error:
+            fail(composition_message(error, overrides))
+
+        def plain(extra: list[str]):
+            return compose(module.CONFIG, overrides=search + extra)
+
+        choices = dict(composed.hydra.runtime.choices)
+        with open_dict(composed):
+            del composed["hydra"]
+        try:
+            return check_all(module, composed, Context(name, choices, plain))
+        except TrainlabError as error:
+            fail(str(error))
+
+
+def hydra_main(module, name: str, argv: list[str], task: Callable) -> None:
+    import hydra
+
+    sys.argv = [f"trainlab {name}"] + argv
+    hydra.main(version_base="1.3", config_path=str(config_dir()), config_name=module.CONFIG)(task)()
+
+
+def job(module, name: str, checked=None) -> Callable:
+    """The Hydra task: the checked config (checked here, in a sweep's job), run, errors as one line."""
+
+    def task(cfg) -> None:
+        from hydra import compose
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        from trainlab.errors import TrainingDiverged, TrainlabError
+
+        hydra_cfg = HydraConfig.get()
+        run_dir = Path(hydra_cfg.runtime.output_dir)
+        sweeping = hydra_cfg.mode == RunMode.MULTIRUN
+        try:
+            config = checked
+            if config is None:
+                context = Context(name, dict(hydra_cfg.runtime.choices),
+                                  lambda extra: compose(module.CONFIG, overrides=extra))
+                config = check_all(module, cfg, context)
+            module.run(config, run_dir)
+        except TrainingDiverged as error:
+            print(f"trainlab: error: {error}", file=sys.stderr)
+            if not sweeping:
+                sys.exit(2)
+            # in a sweep, a diverging learning rate is a result (summary.json says "diverged"): go on
+        except TrainlabError as error:
+            fail(str(error))
+        except KeyboardInterrupt:
+            if name == "train":
+                print("trainlab: interrupted; continue with: trainlab train <same overrides> "
+                      f"trainer.resume={run_dir}", file=sys.stderr)
+            sys.exit(130)
+
+    return task
+
+
+def run_command(name: str, args: list[str], cwd: Optional[Path] = None, now: Optional[datetime] = None) -> None:
+    """`trainlab NAME ARGS`: see the module note."""
+    module = importlib.import_module(f"trainlab.commands.{name.replace('-', '_')}")
+    cwd, now = cwd or Path.cwd(), now or datetime.now()
+    user_dir = user_config_dir(args, cwd)
+    argv = (["--config-dir", str(user_dir)] if user_dir is not None else []) + list(args)
+    if any(a.split("=", 1)[0] in INFO_FLAGS for a in args):
+        return hydra_main(module, name, argv, job(module, name))
+    if "-m" in args or "--multirun" in args:
+        given = override_value(args, "hydra.sweep.dir")
+        if given is not None and holds_sweep(Path(given)):
+            fail(f"hydra.sweep.dir={given}: that folder already holds a sweep; nothing in it was changed. "
+                 "Choose a new hydra.sweep.dir (or leave it out for a fresh outputs/multirun/<date>/<time>)")
+        if given is None:
+            argv.append(f"hydra.sweep.dir={claim_run_dir(cwd / 'outputs' / 'multirun', now).as_posix()}")
+        return hydra_main(module, name, argv, job(module, name))
+    if any(a.startswith("-") for a in args):  # a Hydra flag we do not pre-compose for: Hydra handles it all
+        return hydra_main(module, name, argv, job(module, name))
+    checked = compose_checked(module, name, list(args), user_dir)
+    if checked is None:  # Hydra reports the composition error itself (before any folder is made)
+        return hydra_main(module, name, argv, job(module, name))
+    given = override_value(args, "hydra.run.dir")
+    if given is not None:
+        if holds_run(Path(given)):
+            fail(f"hydra.run.dir={given}: that folder already holds a run; nothing in it was changed. "
+                 f"Continue it with trainer.resume={given}, or choose a new hydra.run.dir")
+    else:
+        argv.append(f"hydra.run.dir={claim_run_dir(cwd / 'outputs' / name, now).as_posix()}")
+    hydra_main(module, name, argv, job(module, name, checked))

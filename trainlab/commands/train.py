@@ -1,0 +1,129 @@
+"""`trainlab train`: validated config -> built pieces -> fit with callbacks -> test with best weights -> summary.json."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+CONFIG = "train"
+
+# The groups whose chosen option a run reports (console header, summary.json, HParams).
+REPORTED_GROUPS = ("dataset", "preprocess", "augmentation", "model", "init", "optimizer", "schedule", "trainer")
+
+
+def check(cfg, context) -> None:
+    """trainer.resume: the checkpoint must be one this config continues (read before any folder is made)."""
+    if cfg.trainer.resume:
+        from trainlab import resume
+
+        resume.check(cfg, context.defaults if context.compose is not None else None)
+
+
+def write_summary(path: Path, summary: dict) -> None:
+    temporary = path.with_suffix(".json.tmp")
+    temporary.write_text(json.dumps(summary, indent=2) + "\n")
+    os.replace(temporary, path)
+
+
+def choices() -> dict[str, Any]:
+    """The group options this run was composed from (e.g. optimizer: adam), when Hydra knows them."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return {}
+    picked = HydraConfig.get().runtime.choices
+    return {group: picked.get(group) for group in REPORTED_GROUPS if group in picked}
+
+
+def best_from_history(history: list[dict], monitor: str, mode: str) -> dict:
+    """The best epoch by `monitor` when no checkpoint callback kept track (~callbacks.checkpoint)."""
+    pick = max if mode == "max" else min
+    top = pick(history, key=lambda row: row[monitor]) if history else None
+    return {"metric": monitor, "mode": mode, "value": top[monitor] if top else None,
+            "epoch": top["epoch"] if top else None}
+
+
+def test_best_weights(trainer, experiment) -> dict:
+    """Score the test split once (and again with TTA views, if any); test is None when there is no test split."""
+    test_loader = experiment.data.test
+    if test_loader.num_samples == 0:
+        return {"test": None}
+    results = {"test": trainer.evaluate(test_loader)}
+    if experiment.tta_views is not None:  # the same weights, scored again with test-time augmentation
+        results["test_tta"] = trainer.evaluate(test_loader.with_views(experiment.tta_views))
+    return results
+
+
+def run(cfg, run_dir: Path) -> dict:
+    """Train as `cfg` (checked) says, writing the run folder contract into `run_dir`; return the summary."""
+    from omegaconf import OmegaConf
+
+    from trainlab import checkpoint, resume
+    from trainlab.build import build_callbacks, build_experiment, build_trainer
+    from trainlab.callbacks.base import RunInfo
+    from trainlab.errors import TrainingDiverged
+
+    started = time.perf_counter()
+    trainer_cfg = cfg.trainer
+    experiment = build_experiment(cfg, resuming=bool(trainer_cfg.resume))
+    data = experiment.data
+    plain_cfg = OmegaConf.to_container(cfg, resolve=True)
+    summary: dict[str, Any] = {
+        "status": "running", "run_dir": str(run_dir), "device": str(experiment.device), "params": experiment.params,
+        "trainable_params": experiment.transfer["trainable_params"], "init": experiment.init_report,
+        "transfer": experiment.transfer, "choices": choices(), "epochs": trainer_cfg.epochs, "epochs_run": 0,
+        "stopped_early": None, "ema": (cfg.callbacks.get("ema") or {}).get("decay"),
+        "best_from_ema": experiment.monitor.startswith("val_ema/"),
+        "train_size": data.train.num_samples, "val_size": data.val.num_samples, "test_size": data.test.num_samples,
+    }
+    run = RunInfo(run_dir=run_dir, monitor=experiment.monitor, mode=trainer_cfg.mode, config=plain_cfg,
+                  summary=summary, input_shape=data.input_shape, notices=experiment.notices,
+                  checkpoint_extra={"preprocess": data.preprocess.state_dict(), "config": plain_cfg,
+                                    "classes": data.classes})
+    callbacks = build_callbacks(cfg, run)
+    trainer = build_trainer(experiment, callbacks)
+    saver = next((cb for cb in callbacks.values() if hasattr(cb, "best_path")), None)
+    start_epoch = 1
+    if trainer_cfg.resume:
+        payload = resume.read(trainer_cfg.resume)  # checked before the folder was made
+        start_epoch = resume.restore(trainer, payload, trainer_cfg.resume, run_dir, data.train)
+        summary["resumed_from"] = str(checkpoint.resume_path(trainer_cfg.resume))
+
+    def best() -> dict:
+        return saver.best() if saver is not None else best_from_history(fit.history if fit else [], experiment.monitor,
+                                                                         trainer_cfg.mode)
+
+    fit = None
+    try:
+        fit = trainer.fit(data.train, data.val, trainer_cfg.epochs, start_epoch=start_epoch)
+        if saver is not None and saver.best_path.is_file():
+            experiment.model.load_state_dict(checkpoint.load(saver.best_path, map_location=experiment.device)["model"])
+        tested = time.perf_counter()
+        summary.update(test_best_weights(trainer, experiment))
+        test_seconds = time.perf_counter() - tested
+        summary.update(
+            status="completed", epochs_run=fit.epochs_run, stopped_early=fit.stopped_early, best=best(),
+            tested_weights="best" if saver is not None else "last",
+            final={k: v for k, v in fit.history[-1].items() if k != "epoch"},
+            time={"train_s": fit.train_seconds, "eval_s": fit.eval_seconds + test_seconds,
+                  "total_s": time.perf_counter() - started},
+            train_samples_per_s=fit.samples_seen / max(fit.train_seconds, 1e-9), steps=trainer.step,
+        )
+    except KeyboardInterrupt:
+        summary.update(status="interrupted", best=best(), steps=trainer.step)
+        write_summary(run_dir / "summary.json", summary)
+        raise
+    except TrainingDiverged as error:
+        summary.update(status="diverged", error=str(error), best=best(), steps=trainer.step)
+        write_summary(run_dir / "summary.json", summary)
+        raise
+    except Exception as error:
+        summary.update(status="failed", error=f"{type(error).__name__}: {error}", best=best(), steps=trainer.step)
+        write_summary(run_dir / "summary.json", summary)
+        raise
+    write_summary(run_dir / "summary.json", summary)
+    trainer.callbacks.fire("on_test_end", trainer, summary)
+    return summary

@@ -1,0 +1,39 @@
+"""Scoring a model on a loader: mean cross-entropy and accuracy, a plain function (no Trainer needed)."""
+
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from trainlab.runtime import autocast
+
+
+@torch.inference_mode()
+def evaluate(model: Callable, loader, device: torch.device, amp_dtype: Optional[torch.dtype] = None) -> dict[str, float]:
+    """{"loss", "acc"} of `model` over `loader` (no label smoothing). A batch of TTA views [V, N, ...]
+    is scored on the views' averaged predicted probabilities. Two host syncs, at the end."""
+    modules = [m for m in (model, getattr(model, "_orig_mod", None)) if isinstance(m, nn.Module)]
+    modes = [m.training for m in modules]
+    for module in modules:
+        module.eval()
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device, dtype=torch.long)
+    seen = 0
+    try:
+        for images, labels in loader:
+            with autocast(device, amp_dtype):
+                if images.dim() == 5:  # TTA views [V, N, ...]: average the predicted probabilities
+                    probs = torch.stack([model(view).float().softmax(dim=1) for view in images]).mean(dim=0)
+                    logits = probs.clamp_min(1e-12).log()  # log-probabilities: cross-entropy is their NLL
+                else:
+                    logits = model(images)
+            loss_sum += F.cross_entropy(logits.float(), labels, reduction="sum")
+            correct += (logits.argmax(dim=1) == labels).sum()
+            seen += labels.shape[0]
+    finally:
+        for module, mode in zip(modules, modes):
+            module.train(mode)
+    return {"loss": (loss_sum / max(seen, 1)).item(), "acc": correct.item() / max(seen, 1)}

@@ -1,0 +1,103 @@
+"""trainer.resume: is the checkpoint's run the one this config describes, and put its state back.
+
+Which keys may differ between a run and its resumption is read where each key is declared: fields
+marked free() in the schemas (trainlab/config.py) and each callback's `resume_free`. A key the
+checkpoint's run did not have yet (the YAML gained it later) is accepted when this run gives it its
+default value: the value the same choices compose to without any override.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from omegaconf import OmegaConf
+
+from trainlab import checkpoint
+from trainlab.config import schema_free_keys
+from trainlab.errors import ConfigError
+
+
+def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(tree, dict) or not tree:
+        return {prefix: tree}
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        flat.update(flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+    return flat
+
+
+def callback_free(plain_cfg: dict) -> tuple[set[str], set[str]]:
+    """(keys, prefixes) that callbacks declare free: a callback with resume_free "*" frees its whole subtree."""
+    keys, prefixes = set(), set()
+    for name, node in (plain_cfg.get("callbacks") or {}).items():
+        module, _, cls = str((node or {}).get("_target_", "")).rpartition(".")
+        try:
+            declared = getattr(getattr(importlib.import_module(module), cls), "resume_free", ())
+        except (ImportError, AttributeError, ValueError):
+            declared = ()
+        if "*" in declared:
+            prefixes.add(f"callbacks.{name}.")
+        keys |= {f"callbacks.{name}.{key}" for key in declared}
+    return keys, prefixes
+
+
+def differences(ours: dict, theirs: dict, defaults: Optional[dict]) -> list[tuple[str, Any, Any]]:
+    """(key, this run's value, the checkpoint run's value) for every key that makes them different runs."""
+    free_keys, free_prefixes = callback_free(ours)
+    free_keys |= schema_free_keys()
+    flat_ours, flat_theirs = flatten(ours), flatten(theirs)
+    flat_defaults = flatten(defaults) if defaults is not None else {}
+    found = []
+    for key in sorted(flat_ours.keys() | flat_theirs.keys()):
+        if key in free_keys or any(key.startswith(p) for p in free_prefixes):
+            continue
+        mine, before = flat_ours.get(key, "<absent>"), flat_theirs.get(key, "<absent>")
+        if mine == before:
+            continue
+        if key not in flat_theirs and key in flat_defaults and mine == flat_defaults[key]:
+            continue  # a key added after the checkpoint was written, at its default: the same run
+        found.append((key, mine, before))
+    return found
+
+
+def read(value: str) -> dict:
+    """The payload of trainer.resume's last.pt (a file or a run folder), read safely."""
+    path = checkpoint.resume_path(value)
+    payload = checkpoint.load_for_resume(path, value)
+    if "optimizer" not in payload:
+        raise ConfigError(f"trainer.resume={value}: {path.name} holds weights only; resume from last.pt")
+    return payload
+
+
+def check(cfg, defaults: Optional[Callable[[], dict]] = None) -> dict:
+    """Read trainer.resume's last.pt and refuse, naming the key, when it cannot be continued by `cfg`;
+    return the checkpoint's payload. `defaults()` gives the config the same choices compose to without
+    overrides (resolved, plain), for keys the checkpoint's run did not have."""
+    value = cfg.trainer.resume
+    payload = read(value)
+    ours = OmegaConf.to_container(cfg, resolve=True)
+    found = differences(ours, payload["config"], defaults() if defaults is not None else None)
+    if found:
+        key, mine, before = found[0]
+        raise ConfigError(f"trainer.resume={value}: this run has {key}={mine!r} but the checkpoint's run had "
+                          f"{before!r}; resuming continues that same run, so use its config"
+                          + (f" ({len(found) - 1} more keys differ)" if len(found) > 1 else ""))
+    if payload["epoch"] >= cfg.trainer.epochs:
+        raise ConfigError(f"trainer.resume={value}: that run already finished all {payload['epoch']} epochs")
+    return payload
+
+
+def restore(trainer, payload: dict, value: str, run_dir: Path, train_loader) -> int:
+    """Load the payload into the built trainer (weights, optimizer, schedule, RNGs, callbacks) and carry the
+    resumed run's best.pt into this run's folder; return the epoch to continue from."""
+    try:
+        start_epoch = trainer.load_state_dict(payload, train_loader)
+    except ConfigError as error:  # a callback's own refusal (e.g. early stopping had already stopped it)
+        raise ConfigError(f"trainer.resume={value}: {error}") from None
+    source = checkpoint.resume_path(value).parent / "best.pt"
+    target = Path(run_dir) / "checkpoints" / "best.pt"
+    if payload["best"].get("epoch") is not None and source.is_file() and source.resolve() != target.resolve():
+        checkpoint.save_atomic(checkpoint.load(source), target)
+    return start_epoch

@@ -1,0 +1,81 @@
+"""Where and how a run computes: the device, seeding, mixed precision and torch.compile.
+
+Each helper returns what it decided plus, where a setting cannot apply here, a one-line notice for the
+console (the caller decides where notices go), so nothing here prints.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+
+from trainlab.config import switch
+from trainlab.errors import ConfigError
+
+
+def resolve_device(name: str) -> torch.device:
+    """auto: cuda > mps > cpu. An explicit device that is not there is an error, not a silent fallback."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"trainer.device={name}: CUDA is not available here; use trainer.device=auto or cpu")
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError("trainer.device=mps: MPS is not available here; use trainer.device=auto or cpu")
+    return torch.device(name)
+
+
+def seed_everything(seed: int, deterministic: bool) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)  # all devices
+    if deterministic:
+        # cuBLAS needs this set before its first use to be deterministic
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    # set both ways: the jobs of a sweep share one process
+    torch.use_deterministic_algorithms(deterministic)
+    torch.backends.cudnn.benchmark = not deterministic
+
+
+def resolve_channels_last(setting: str, device: torch.device) -> bool:
+    """trainer.channels_last: auto means on CUDA, where convolutions prefer NHWC."""
+    return switch(setting, auto=device.type == "cuda")
+
+
+def resolve_amp(amp: str, amp_dtype: str, device: torch.device) -> tuple[Optional[torch.dtype], list[str]]:
+    """trainer.amp (auto: on CUDA) and trainer.amp_dtype -> the autocast dtype (None = fp32) and notices.
+
+    fp16 on the CPU falls back to fp32: torch's CPU kernels do not train in fp16."""
+    enabled = switch(amp, auto=device.type == "cuda")
+    dtype = torch.float16 if amp_dtype == "fp16" else torch.bfloat16
+    if not enabled:
+        return None, []
+    if device.type == "cpu":
+        if dtype == torch.float16:
+            return None, ["note: trainer.amp_dtype=fp16 on CPU is not supported for training; running in fp32 "
+                          "(use trainer.amp_dtype=bf16 for autocast on CPU)"]
+        return dtype, ["note: trainer.amp=true on CPU: bf16 autocast on CPU is slow on most CPUs"]
+    return dtype, []
+
+
+def compile_model(model: torch.nn.Module, enabled: bool) -> tuple[Optional[Callable], list[str]]:
+    """torch.compile(model) for the forward pass (state dicts still come from `model`), or None, with notices."""
+    if not enabled:
+        return None, []
+    try:
+        return torch.compile(model), []
+    except Exception as error:  # e.g. an unsupported platform or Python version
+        first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        return None, [f"note: trainer.compile=true failed ({type(error).__name__}: {first}); running eager"]
+
+
+def autocast(device: torch.device, dtype: Optional[torch.dtype]):
+    """torch.autocast for `dtype`, or a disabled one (fp32) when dtype is None."""
+    return torch.autocast(device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None)
