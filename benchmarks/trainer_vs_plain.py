@@ -55,7 +55,7 @@ def plain_loop(model, images, labels, batch_size, steps, generator, val, folder)
     return loss.item(), accuracy
 
 
-def default_callbacks(folder):
+def default_callbacks(folder, model, train_size, val_size):
     """The callbacks `trainlab train` builds by default, writing into `folder`."""
     from omegaconf import OmegaConf
 
@@ -63,8 +63,8 @@ def default_callbacks(folder):
     cfg.callbacks.console.model_summary = False  # the table costs a forward pass at start, not per step
     run = RunInfo(run_dir=Path(folder), monitor="val/acc", mode="max",
                   config={"optimizer": {"lr": 1e-3}, "trainer": {"batch_size": 128, "epochs": 1}, "seed": 0},
-                  summary={"params": 0, "trainable_params": 0, "device": "cpu", "train_size": 0, "val_size": 0,
-                           "test_size": 0})
+                  summary={"params": sum(p.numel() for p in model.parameters()), "device": "cpu",
+                           "train_size": train_size, "val_size": val_size, "test_size": 0})
     return build_callbacks(cfg, run)
 
 
@@ -72,7 +72,7 @@ def trainlab_epoch(model, loader, val_loader, steps, folder):
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     scheduler = cosine_schedule(optimizer, steps_per_epoch=steps, total_steps=steps)
     trainer = Trainer(model, optimizer, scheduler, torch.device("cpu"), log_every=50,
-                      callbacks=default_callbacks(folder))
+                      callbacks=default_callbacks(folder, model, loader.num_samples, val_loader.num_samples))
     result = trainer.fit(loader, val_loader, epochs=1)
     trainer.callbacks["tensorboard"].close()
     return result

@@ -290,6 +290,16 @@ def test_a_bad_config_leaves_no_folder_behind(tmp_path):
 
 
 @pytest.mark.slow
+def test_every_job_of_a_grid_sweep_is_checked_before_the_sweep_starts(tmp_path):
+    result = run_trainlab(["train", "-m", *QUICK, "optimizer.lr=0.01,-1", "trainer.epochs=1"], tmp_path)
+    assert result.returncode == 2
+    errors = [line for line in result.stderr.splitlines() if line.startswith("trainlab: error:")]
+    assert len(errors) == 1 and "optimizer.lr=-1: must be a number > 0" in errors[0], result.stderr
+    assert "job " in errors[0] and "optimizer.lr=-1" in errors[0].split(": ")[2], "the error names the job"
+    assert not (tmp_path / "outputs").exists(), "not even the good job ran: no sweep folder"
+
+
+@pytest.mark.slow
 def test_a_callback_of_ones_own_is_one_class_and_one_yaml(tmp_path):
     (tmp_path / "my_probe.py").write_text(
         "import json\n"
@@ -494,6 +504,7 @@ def test_one_op_can_be_changed_or_dropped_from_the_command_line(tmp_path):
     assert list(ops) == ["crop"] and ops.crop.padding == 2
 
 
+@pytest.mark.slow
 def test_kfold_validation_folds_partition_the_training_split(tmp_path):
     base = ["train", "dataset=synthetic", "dataset.num_train=300", "dataset.folds=3", "model=mlp",
             "model.hidden=[8]", "trainer.epochs=1"]

@@ -569,6 +569,7 @@ def test_stream_loader_corrupt_file_error_names_it_even_from_a_worker(tmp_path):
     assert len(list(loader)) == 2
 
 
+@pytest.mark.slow
 def test_cache_build_with_workers_names_a_corrupt_file(tmp_path):
     make_folder(tmp_path, splits=(("train", 3),))
     broken = tmp_path / "train" / "cat" / "2.png"

@@ -578,6 +578,7 @@ def test_new_keys_have_their_types():
 
 # --- through the CLI ------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_cli_run_with_the_new_keys_writes_them_to_the_summary(tmp_path):
     result = run_trainlab(["train", "dataset=synthetic", "dataset.num_train=400", "dataset.val_size=100", "model=mlp",
                            "model.hidden=[32]", "trainer.epochs=6", "trainer.batch_size=32", "trainer.accumulate=2",

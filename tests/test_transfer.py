@@ -371,6 +371,7 @@ def test_experiment_configs_compose_from_the_command_line(tmp_path):
         assert config.model.pretrained == "w/best.pt" and config.optimizer.backbone_lr_scale == scale, name
 
 
+@pytest.mark.slow
 def test_linear_probe_from_a_cli_checkpoint_on_another_dataset(pretrained):
     payload = torch.load(pretrained, weights_only=True)
     assert payload["config"]["dataset"]["num_classes"] == 10
@@ -414,6 +415,7 @@ def probe_accuracy(model, optimizer, data, epochs: int = 2) -> float:
     return correct / data.val.num_samples
 
 
+@pytest.mark.slow
 def test_finetune_top_trains_the_last_stage_and_the_head(pretrained):
     cfg, data, model, summary = fine_tune_setup("finetune_top", pretrained)
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
@@ -430,6 +432,7 @@ def test_finetune_top_trains_the_last_stage_and_the_head(pretrained):
     assert not torch.equal(after["features.5.running_mean"], before["features.5.running_mean"])
 
 
+@pytest.mark.slow
 def test_finetune_all_gives_the_backbone_a_tenth_of_the_lr(pretrained):
     cfg, data, model, summary = fine_tune_setup("finetune_all", pretrained, "optimizer.lr=0.004")
     assert summary["frozen"] == 0 and summary["trainable_params"] == sum(p.numel() for p in model.parameters())
@@ -440,6 +443,7 @@ def test_finetune_all_gives_the_backbone_a_tenth_of_the_lr(pretrained):
     assert len(head["params"]) + len(backbone["params"]) == len(list(model.parameters()))
 
 
+@pytest.mark.slow
 def test_a_checkpoint_of_another_model_is_refused_naming_keys(pretrained, tmp_path):
     from trainlab.models.mlp import MLP
 

@@ -129,9 +129,10 @@ def composition_message(error: Exception, overrides: list[str]) -> str:
     return "; ".join(lines) or type(error).__name__
 
 
-def compose_checked(module, name: str, overrides: list[str], user_dir: Optional[Path]):
-    """The config Hydra will give the job, composed with its compose API and checked; None for Hydra to
-    report (a composition error is printed by Hydra itself, with the options it knows)."""
+def compose_checked(module, name: str, runs: list[list[str]], user_dir: Optional[Path]) -> Optional[list]:
+    """The configs Hydra will give the jobs (one per override list in `runs`), composed with its compose
+    API and checked; None for Hydra to report (a composition error Hydra prints itself, with what it knows).
+    A failure names the job's overrides when there are several jobs."""
     from hydra import compose, initialize_config_dir
     from hydra.errors import HydraException, MissingConfigException
     from omegaconf import open_dict
@@ -139,30 +140,52 @@ def compose_checked(module, name: str, overrides: list[str], user_dir: Optional[
     from trainlab.errors import TrainlabError
 
     search = [f"hydra.searchpath=[file://{user_dir.resolve()}]"] if user_dir is not None else []
+    checked = []
     with initialize_config_dir(version_base="1.3", config_dir=str(config_dir()), job_name=name):
-        try:
-            composed = compose(module.CONFIG, overrides=search + overrides, return_hydra_config=True)
-        except MissingConfigException as error:  # e.g. optimizer=adamm: name the options there are
-            options = getattr(error, "options", None)
-            group = Path(str(getattr(error, "missing_cfg_file", "") or "")).parent.as_posix()
-            given = override_value(overrides, group) if group not in ("", ".") else None
-            if options and given is not None:
-                fail(f"{group}={given}: no such option; choose one of {', '.join(sorted(options))} "
-                     f"(or add configs/{group}/{given}.yaml)")
-            return None  # hydra.main composes again and prints its own message
-        except HydraException as error:
-            fail(composition_message(error, overrides))
+        for overrides in runs:
+            where = f"job {' '.join(overrides)}: " if len(runs) > 1 else ""
+            try:
+                composed = compose(module.CONFIG, overrides=search + overrides, return_hydra_config=True)
+            except MissingConfigException as error:  # e.g. optimizer=adamm: name the options there are
+                options = getattr(error, "options", None)
+                group = Path(str(getattr(error, "missing_cfg_file", "") or "")).parent.as_posix()
+                given = override_value(overrides, group) if group not in ("", ".") else None
+                if options and given is not None:
+                    fail(f"{where}{group}={given}: no such option; choose one of {', '.join(sorted(options))} "
+                         f"(or add configs/{group}/{given}.yaml)")
+                return None  # hydra.main composes again and prints its own message
+            except HydraException as error:
+                fail(where + composition_message(error, overrides))
 
-        def plain(extra: list[str]):
-            return compose(module.CONFIG, overrides=search + extra)
+            def plain(extra: list[str]):
+                return compose(module.CONFIG, overrides=search + extra)
 
-        choices = dict(composed.hydra.runtime.choices)
-        with open_dict(composed):
-            del composed["hydra"]
-        try:
-            return check_all(module, composed, Context(name, choices, plain))
-        except TrainlabError as error:
-            fail(str(error))
+            choices = dict(composed.hydra.runtime.choices)
+            with open_dict(composed):
+                del composed["hydra"]
+            try:
+                checked.append(check_all(module, composed, Context(name, choices, plain)))
+            except TrainlabError as error:
+                fail(where + str(error))
+    return checked
+
+
+def sweep_runs(args: list[str]) -> Optional[list[list[str]]]:
+    """The single runs of a grid sweep given on the command line (as Hydra's basic sweeper expands them),
+    or None when another sweeper decides the runs (e.g. an optuna search)."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    overrides = [a for a in args if a not in ("-m", "--multirun")]
+    if any(a.partition("=")[0].lstrip("+~") in ("hydra/sweeper", "hparams_search") for a in overrides):
+        return None
+    parsed = OverridesParser.create().parse_overrides(overrides=overrides)
+    return [run for batch in BasicSweeper.split_arguments(parsed, None) for run in batch]
+
+
+def job_key(overrides) -> tuple:
+    """A job's identity among the checked runs of a sweep: its overrides, less Hydra's own."""
+    return tuple(o for o in overrides if not o.lstrip("+~").startswith("hydra.") and o not in ("-m", "--multirun"))
 
 
 def hydra_main(module, name: str, argv: list[str], task: Callable) -> None:
@@ -172,8 +195,9 @@ def hydra_main(module, name: str, argv: list[str], task: Callable) -> None:
     hydra.main(version_base="1.3", config_path=str(config_dir()), config_name=module.CONFIG)(task)()
 
 
-def job(module, name: str, checked=None) -> Callable:
-    """The Hydra task: the checked config (checked here, in a sweep's job), run, errors as one line."""
+def job(module, name: str, checked: Optional[dict] = None) -> Callable:
+    """The Hydra task: the job's config as checked before Hydra started (`checked`: by job_key, or "*" for
+    the one job of a single run), else checked here; run; errors as one line."""
 
     def task(cfg) -> None:
         from hydra import compose
@@ -186,7 +210,8 @@ def job(module, name: str, checked=None) -> Callable:
         run_dir = Path(hydra_cfg.runtime.output_dir)
         sweeping = hydra_cfg.mode == RunMode.MULTIRUN
         try:
-            config = checked
+            checked_here = checked or {}
+            config = checked_here.get("*", checked_here.get(job_key(hydra_cfg.overrides.task)))
             if config is None:
                 context = Context(name, dict(hydra_cfg.runtime.choices),
                                   lambda extra: compose(module.CONFIG, overrides=extra))
@@ -221,12 +246,15 @@ def run_command(name: str, args: list[str], cwd: Optional[Path] = None, now: Opt
         if given is not None and holds_sweep(Path(given)):
             fail(f"hydra.sweep.dir={given}: that folder already holds a sweep; nothing in it was changed. "
                  "Choose a new hydra.sweep.dir (or leave it out for a fresh outputs/multirun/<date>/<time>)")
+        runs = sweep_runs(args) if not any(a.startswith("-") and a not in ("-m", "--multirun") for a in args) else None
+        checked = compose_checked(module, name, runs, user_dir) if runs else None
         if given is None:
             argv.append(f"hydra.sweep.dir={claim_run_dir(cwd / 'outputs' / 'multirun', now).as_posix()}")
-        return hydra_main(module, name, argv, job(module, name))
+        by_job = {job_key(run): cfg for run, cfg in zip(runs, checked)} if checked else None
+        return hydra_main(module, name, argv, job(module, name, by_job))
     if any(a.startswith("-") for a in args):  # a Hydra flag we do not pre-compose for: Hydra handles it all
         return hydra_main(module, name, argv, job(module, name))
-    checked = compose_checked(module, name, list(args), user_dir)
+    checked = compose_checked(module, name, [list(args)], user_dir)
     if checked is None:  # Hydra reports the composition error itself (before any folder is made)
         return hydra_main(module, name, argv, job(module, name))
     given = override_value(args, "hydra.run.dir")
@@ -236,4 +264,4 @@ def run_command(name: str, args: list[str], cwd: Optional[Path] = None, now: Opt
                  f"Continue it with trainer.resume={given}, or choose a new hydra.run.dir")
     else:
         argv.append(f"hydra.run.dir={claim_run_dir(cwd / 'outputs' / name, now).as_posix()}")
-    hydra_main(module, name, argv, job(module, name, checked))
+    hydra_main(module, name, argv, job(module, name, {"*": checked[0]}))
