@@ -382,6 +382,21 @@ def test_resume_refuses_a_different_config(tmp_path):
 
 
 @pytest.mark.slow
+def test_a_checkpoint_from_before_a_key_existed_resumes_at_its_default(tmp_path):
+    assert run_trainlab(["train", *QUICK, "hydra.run.dir=old"], tmp_path).returncode == 0
+    last = tmp_path / "old" / "checkpoints" / "last.pt"
+    payload = torch.load(last, weights_only=True)
+    del payload["config"]["model"]["dropout"], payload["config"]["callbacks"]["ema"]["every"]  # an older trainlab's run
+    payload["epoch"] = 1  # as if it had stopped after its first epoch (only the config check matters here)
+    torch.save(payload, last)
+    refused = run_trainlab(["train", *QUICK, "model.dropout=0.3", "trainer.resume=old"], tmp_path)
+    assert refused.returncode == 2 and "model.dropout=0.3" in refused.stderr and "<absent>" in refused.stderr
+    resumed = run_trainlab(["train", *QUICK, "trainer.resume=old", "hydra.run.dir=new"], tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert json.loads((tmp_path / "new" / "summary.json").read_text())["epochs_run"] == 2
+
+
+@pytest.mark.slow
 def test_divergence_stops_a_run_but_not_a_sweep(tmp_path):
     config = ["dataset=synthetic", "model=mlp", "model.hidden=[32]", "optimizer=sgd", "trainer.epochs=2"]
     single = run_trainlab(["train", *config, "optimizer.lr=1e6"], tmp_path)

@@ -87,15 +87,21 @@ class Context:
     choices: dict[str, Any] = field(default_factory=dict)
     compose: Optional[Callable[[list[str]], Any]] = None  # overrides -> a composed config (no hydra node)
 
-    def defaults(self) -> dict:
-        """The config these choices compose to without any key override, resolved and schema-checked."""
+    def defaults(self) -> Optional[dict]:
+        """The config these choices compose to without any key override, resolved and schema-checked
+        (None when they do not compose alone: then nothing counts as a default)."""
+        from hydra.errors import HydraException
         from omegaconf import OmegaConf
 
         from trainlab.config import validate
+        from trainlab.errors import ConfigError
 
         picks = [f"{group}={option}" for group, option in self.choices.items()
                  if option is not None and not group.startswith("hydra") and "/" not in group and "@" not in group]
-        return OmegaConf.to_container(validate(self.compose(picks)), resolve=True)
+        try:
+            return OmegaConf.to_container(validate(self.compose(picks)), resolve=True)
+        except (HydraException, ConfigError):
+            return None
 
 
 def check_all(module, cfg, context: Context):
