@@ -421,7 +421,8 @@ def test_multistep_epochs_given_as_fractions_say_how_to_switch_the_unit():
 @pytest.mark.parametrize("unit", ["epochs", "Fraction", "steps", None, 1])
 def test_multistep_unknown_unit_is_refused_naming_milestone_unit(unit):
     optimizer = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=LR)
-    with pytest.raises(ConfigError, match=rf"^schedule\.milestone_unit={re.escape(repr(unit))}: must be fraction or "
+    shown = "null" if unit is None else repr(unit)  # as the user types it back
+    with pytest.raises(ConfigError, match=rf"^schedule\.milestone_unit={re.escape(shown)}: must be fraction or "
                                           r"epoch; "):
         build_schedule(load("multistep", milestone_unit=unit), optimizer, SPE, EPOCHS)
 

@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch.optim import Optimizer
 from torch.optim import lr_scheduler as sched
 
+from trainlab.checks import bad
 from trainlab.config import instantiate
 from trainlab.errors import ConfigError
 from trainlab.param_groups import (backbone_lr_scale, check_optimizer_settings, lr_multipliers,  # noqa: F401
@@ -71,7 +72,7 @@ def _weight_decay(factory: Any) -> float:
 
 
 def _key_error(key: str, value: Any, wanted: str) -> ConfigError:
-    return ConfigError(f"schedule.{key}={value!r}: {wanted}")
+    return bad(f"schedule.{key}", value, wanted)
 
 
 def _number(key: str, value: Any) -> float:
