@@ -151,7 +151,8 @@ def build_callbacks(cfg: DictConfig, run: RunInfo) -> dict[str, Callback]:
 def build_trainer(experiment: Experiment, callbacks: dict[str, Callback]) -> Trainer:
     trainer = experiment.cfg.trainer
     steps = StepSettings(label_smoothing=trainer.label_smoothing, accumulate=trainer.accumulate,
-                         clip_grad_norm=trainer.clip_grad_norm, clip_grad_value=trainer.clip_grad_value)
+                         clip_grad_norm=trainer.clip_grad_norm, clip_grad_value=trainer.clip_grad_value,
+                         skip_nonfinite=trainer.skip_nonfinite)
     return Trainer(experiment.model, experiment.optimizer, experiment.scheduler, experiment.device, steps=steps,
                    amp_dtype=experiment.amp_dtype, log_every=trainer.log_every, monitor=experiment.monitor,
                    forward=experiment.forward, mix=experiment.data.mix, penalty=experiment.penalty,

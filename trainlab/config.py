@@ -16,7 +16,7 @@ from typing import Any, Callable, Optional
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from trainlab.checks import KeyProblem
+from trainlab.checks import KeyProblem, bad
 from trainlab.errors import ConfigError
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
@@ -52,6 +52,7 @@ class TrainerSchema:
     clip_grad_norm: Optional[float] = None
     clip_grad_value: Optional[float] = None
     accumulate: int = 1
+    skip_nonfinite: bool = False
     l1: float = 0.0
     l2: float = 0.0
 
@@ -179,7 +180,7 @@ def _check(node: DictConfig, prefix: str, rules: dict) -> None:
     for key, (test, wanted) in rules.items():
         value = OmegaConf.select(node, key)
         if not test(value):
-            raise ConfigError(f"{prefix}.{key}={value!r}: must be {wanted}")
+            raise bad(f"{prefix}.{key}", value, f"must be {wanted}")
 
 
 def validate(cfg: DictConfig) -> DictConfig:

@@ -37,3 +37,26 @@ def evaluate(model: Callable, loader, device: torch.device, amp_dtype: Optional[
         for module, mode in zip(modules, modes):
             module.train(mode)
     return {"loss": (loss_sum / max(seen, 1)).item(), "acc": correct.item() / max(seen, 1)}
+
+
+@torch.inference_mode()
+def confusion_matrix(model: Callable, loader, device: torch.device, num_classes: int,
+                     amp_dtype: Optional[torch.dtype] = None) -> torch.Tensor:
+    """[true class, predicted class] counts of `model` over `loader` (on the CPU; one transfer at the end)."""
+    modules = [m for m in (model, getattr(model, "_orig_mod", None)) if isinstance(m, nn.Module)]
+    modes = [m.training for m in modules]
+    for module in modules:
+        module.eval()
+    counts = torch.zeros(num_classes * num_classes, device=device, dtype=torch.long)
+    try:
+        for images, labels in loader:
+            with autocast(device, amp_dtype):
+                if images.dim() == 5:  # TTA views: the averaged probabilities decide
+                    predicted = torch.stack([model(v).float().softmax(dim=1) for v in images]).mean(0).argmax(1)
+                else:
+                    predicted = model(images).argmax(dim=1)
+            counts += torch.bincount(labels * num_classes + predicted, minlength=num_classes * num_classes)
+    finally:
+        for module, mode in zip(modules, modes):
+            module.train(mode)
+    return counts.view(num_classes, num_classes).cpu()

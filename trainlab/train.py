@@ -52,15 +52,21 @@ class StepSettings:
     accumulate: int = 1
     clip_grad_norm: Optional[float] = None
     clip_grad_value: Optional[float] = None
+    skip_nonfinite: bool = False  # skip a batch whose loss is NaN/Inf (a host sync per step) instead of stopping
 
     def __post_init__(self):
         if self.accumulate < 1:
             raise ValueError(f"accumulate={self.accumulate} must be >= 1")
 
 
-def diverged(value: float, where: str) -> TrainingDiverged:
-    return TrainingDiverged(f"train/loss became {value} {where}; lower optimizer.lr, add schedule.warmup_epochs, "
-                            "or check the data")
+SKIPPED_IN_A_ROW = 10  # with skip_nonfinite: this many non-finite batches in a row stop the run all the same
+
+
+def divergence_advice(amp_dtype: Optional[torch.dtype]) -> str:
+    advice = "lower optimizer.lr (or add schedule.warmup_epochs), check the init and the data"
+    if amp_dtype == torch.float16:
+        advice += "; fp16 may overflow: use trainer.amp_dtype=bf16 (or keep the GradScaler on)"
+    return advice
 
 
 class Trainer:
@@ -95,6 +101,8 @@ class Trainer:
         self.penalty = penalty
         self.callbacks = CallbackList(callbacks)
         self.step = 0
+        self.epoch = 0
+        self.skipped = 0  # batches skipped for a non-finite loss (skip_nonfinite)
         self.train_loader = None  # during fit
         self.val_loader = None
         self._params = [p for group in optimizer.param_groups for p in group["params"]] if optimizer else []
@@ -127,6 +135,23 @@ class Trainer:
     def evaluate(self, loader, model: Optional[Callable] = None) -> dict[str, float]:
         """evaluate() with this trainer's device and precision (model: default the trained one)."""
         return evaluate(model if model is not None else self.forward, loader, self.device, self.amp_dtype)
+
+    def diverged(self, value: float, images=None, targets=None, seen: str = "at the log point of") -> TrainingDiverged:
+        """TrainingDiverged with the step, epoch, lr and (when the batch is at hand) the first non-finite layer."""
+        layer = None
+        if images is not None:
+            from trainlab.diagnostics.nonfinite import first_nonfinite
+
+            def loss_of():
+                with autocast(self.device, self.amp_dtype):
+                    return F.cross_entropy(self.forward(images), targets)
+
+            layer = first_nonfinite(self.model, loss_of)
+        details = {"step": self.step, "epoch": self.epoch, "lr": self.lr, "loss": value, "layer": layer}
+        where = f"; first non-finite: {layer}" if layer else ""
+        return TrainingDiverged(
+            f"train/loss became {value} {seen} step {self.step} (epoch {self.epoch}, lr {self.lr:.3g}){where}; "
+            f"{divergence_advice(self.amp_dtype)}", details)
 
     def _grads(self) -> list[torch.Tensor]:
         return [p.grad for p in self._params if p.grad is not None]
@@ -174,6 +199,7 @@ class Trainer:
         k = self.settings.accumulate
         smoothing = self.settings.label_smoothing
         last_lr = self.lr
+        in_a_row = 0  # non-finite batches skipped in a row (skip_nonfinite)
         for index, (images, labels) in enumerate(loader):
             position = index % k
             group = min(k, batches - (index - position))  # micro-batches in this optimizer step
@@ -187,6 +213,14 @@ class Trainer:
             with autocast(self.device, self.amp_dtype):
                 logits = self.forward(images)
                 loss = F.cross_entropy(logits, targets, label_smoothing=smoothing)
+            if self.settings.skip_nonfinite and not bool(torch.isfinite(loss.detach()).all()):  # syncs: opt-in
+                self.skipped += 1
+                in_a_row += 1
+                self.optimizer.zero_grad(set_to_none=True)  # this batch's group contributes nothing
+                if in_a_row >= SKIPPED_IN_A_ROW:
+                    raise self.diverged(loss.item(), images, targets, seen=f"{in_a_row} batches in a row up to")
+                continue
+            in_a_row = 0
             objective = loss / group if group > 1 else loss
             penalty = None
             if self.penalty is not None and stepping:  # once per optimizer step, on the weights
@@ -215,8 +249,10 @@ class Trainer:
                 scalars = self._read_window(window_loss / window_batches, grad_norm,
                                             window_penalty / window_steps if self.penalty is not None else None)
                 if not math.isfinite(scalars["train/loss"]):
-                    raise diverged(scalars["train/loss"], f"at step {self.step}")
+                    raise self.diverged(scalars["train/loss"], images, targets)
                 scalars.update(lrs_used)
+                if self.settings.skip_nonfinite:
+                    scalars["train/skipped"] = float(self.skipped)
                 last_lr = lrs_used["lr"]
                 self.callbacks.fire("on_log", self, scalars)
                 window_loss.zero_()
@@ -291,10 +327,11 @@ class Trainer:
         try:
             for epoch in range(start_epoch, epochs + 1):
                 started = time.perf_counter()
+                self.epoch = epoch
                 self.callbacks.fire("on_epoch_start", self, epoch, epochs)
                 train_metrics = self.train_epoch(train_loader)
                 if not math.isfinite(train_metrics["train/loss"]):  # e.g. a NaN between log points of a mean
-                    raise diverged(train_metrics["train/loss"], f"in epoch {epoch} (step {self.step})")
+                    raise self.diverged(train_metrics["train/loss"], seen="in the epoch ending at")
                 trained = time.perf_counter()
                 val = self.validate(val_loader)
                 result.eval_seconds += time.perf_counter() - trained

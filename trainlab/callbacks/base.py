@@ -28,6 +28,7 @@ class RunInfo:
     checkpoint_extra: dict = field(default_factory=dict)  # saved in every checkpoint (preprocess, classes)
     input_shape: tuple = ()
     notices: list = field(default_factory=list)      # one-line notes from building (fallbacks and the like)
+    data: Optional[Any] = None                       # the DataBundle (loaders, classes, augmentation), if any
 
 
 @dataclass
@@ -94,6 +95,10 @@ class CallbackList:
 
     def get(self, name: str) -> Optional[Callback]:
         return self.named.get(name)
+
+    def find(self, kind: type) -> Optional[Callback]:
+        """The first callback of class `kind` (e.g. the TensorBoard one, for its writer), or None."""
+        return next((cb for cb in self.named.values() if isinstance(cb, kind)), None)
 
     def fire(self, event: str, *args: Any) -> None:
         for callback in self.named.values():

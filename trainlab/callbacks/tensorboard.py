@@ -7,22 +7,51 @@ from typing import Optional
 from trainlab.callbacks.base import Callback, EpochEnd
 from trainlab.checks import is_int, require
 
+# The custom-scalars tab: train and val curves of one metric on one chart, so the gap shows at a glance.
+TRAIN_VAL_LAYOUT = {"train vs val": {
+    "loss": ["Multiline", ["train/loss", "val/loss", "val_ema/loss"]],
+    "accuracy": ["Multiline", ["train/acc", "val/acc", "val_ema/acc"]],
+}}
+
+
+def config_text(config: dict) -> str:
+    """The resolved config as YAML in a Markdown code block (TensorBoard's text tab renders Markdown)."""
+    from omegaconf import OmegaConf
+
+    yaml = OmegaConf.to_yaml(OmegaConf.create(config))
+    return "\n".join("    " + line for line in yaml.splitlines())
+
+
 class TensorBoard(Callback):
     """One SummaryWriter for the run (x axis: optimizer step), opened at fit start."""
 
-    order = 30
+    order = 90  # last: other callbacks write through it, and it closes the event file at the very end
     resume_free = ("*",)
 
     def __init__(self, hparams: bool = True, flush_secs: int = 120):
         self.hparams = require("hparams", hparams, lambda v: isinstance(v, bool), "true or false")
         self.flush_secs = require("flush_secs", flush_secs, lambda v: is_int(v) and v >= 1, "a whole number >= 1")
-        self.writer = None
+        self._writer = None
+        self.closed = False
 
-    def on_fit_start(self, trainer, start_epoch: int) -> None:
-        if self.writer is None and self.run.run_dir is not None:
+    @property
+    def writer(self):
+        """The run's SummaryWriter, opened on first use (None without a run folder, or once closed)."""
+        if self._writer is None and not self.closed and getattr(self, "run", None) is not None \
+                and self.run.run_dir is not None:
             from torch.utils.tensorboard import SummaryWriter  # heavy import: only when a run logs
 
-            self.writer = SummaryWriter(log_dir=str(self.run.run_dir / "tensorboard"), flush_secs=self.flush_secs)
+            self._writer = SummaryWriter(log_dir=str(self.run.run_dir / "tensorboard"), flush_secs=self.flush_secs)
+        return self._writer
+
+    @writer.setter
+    def writer(self, writer) -> None:  # e.g. a test's fake writer
+        self._writer = writer
+
+    def on_fit_start(self, trainer, start_epoch: int) -> None:
+        if self.run.config and start_epoch == 1 and self.writer is not None:  # a resumed run has them already
+            self.writer.add_custom_scalars(TRAIN_VAL_LAYOUT)
+            self.writer.add_text("config", config_text(self.run.config), 0)
 
     def scalars(self, values: dict[str, float], step: int) -> None:
         if self.writer is not None:
@@ -37,8 +66,8 @@ class TensorBoard(Callback):
         self.scalars({**metrics, "epoch": end.epoch}, trainer.step)
 
     def on_fit_end(self, trainer, result, error: Optional[BaseException]) -> None:
-        if self.writer is not None:
-            self.writer.flush()
+        if self._writer is not None:
+            self._writer.flush()
             if error is not None:
                 self.close()
 
@@ -51,9 +80,10 @@ class TensorBoard(Callback):
         self.close()
 
     def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
-            self.writer = None
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+        self.closed = True
 
 
 def hparams(config: dict, summary: dict) -> tuple[dict, dict]:

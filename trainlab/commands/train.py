@@ -80,7 +80,7 @@ def run(cfg, run_dir: Path) -> dict:
         "train_size": data.train.num_samples, "val_size": data.val.num_samples, "test_size": data.test.num_samples,
     }
     run = RunInfo(run_dir=run_dir, monitor=experiment.monitor, mode=trainer_cfg.mode, config=plain_cfg,
-                  summary=summary, input_shape=data.input_shape, notices=experiment.notices,
+                  summary=summary, input_shape=data.input_shape, notices=experiment.notices, data=data,
                   checkpoint_extra={"preprocess": data.preprocess.state_dict(), "config": plain_cfg,
                                     "classes": data.classes})
     callbacks = build_callbacks(cfg, run)
@@ -111,13 +111,14 @@ def run(cfg, run_dir: Path) -> dict:
             time={"train_s": fit.train_seconds, "eval_s": fit.eval_seconds + test_seconds,
                   "total_s": time.perf_counter() - started},
             train_samples_per_s=fit.samples_seen / max(fit.train_seconds, 1e-9), steps=trainer.step,
+            skipped_batches=trainer.skipped,
         )
     except KeyboardInterrupt:
         summary.update(status="interrupted", best=best(), steps=trainer.step)
         write_summary(run_dir / "summary.json", summary)
         raise
     except TrainingDiverged as error:
-        summary.update(status="diverged", error=str(error), best=best(), steps=trainer.step)
+        summary.update(status="diverged", error=str(error), divergence=error.details, best=best(), steps=trainer.step)
         write_summary(run_dir / "summary.json", summary)
         raise
     except Exception as error:
