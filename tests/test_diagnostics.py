@@ -228,3 +228,46 @@ def test_skip_nonfinite_skips_a_bad_batch_and_stops_when_they_persist():
     with pytest.raises(TrainingDiverged, match="10 batches in a row"):
         stopping.fit(all_bad, data(2), epochs=1)
     assert stopping.skipped == 10 and stopping.step == 0
+
+
+# ---------------------------------------------------------------- activation statistics and histograms
+
+
+class HistogramWriter(FakeWriter):
+    def __init__(self):
+        super().__init__()
+        self.histograms = []
+
+    def add_histogram(self, tag, values, step):
+        self.histograms.append((tag, values.numel(), step))
+
+
+def test_activation_stats_are_those_of_the_training_batch_of_that_step():
+    from trainlab.callbacks.activation_stats import ActivationStats
+    from trainlab.diagnostics.activations import measure
+
+    tb = board()
+    batches = data(n=6)
+    trainer = trainer_with({"activation_stats": ActivationStats(every=2), "tensorboard": tb}, lr=0.0)
+    trainer.fit(batches, data(2), epochs=1)
+    logged = {(tag, step): value for tag, value, step in tb.writer.scalars if tag.startswith("activations/")}
+    assert sorted({step for _, step in logged}) == [2, 4, 6]
+    for step in (2, 4, 6):  # lr 0: the weights are those of the start, so the batch alone decides
+        rows, _ = measure(trainer.model, batches.batches[step - 1][0])
+        (row,) = rows  # one ReLU layer
+        assert logged[(f"activations/{row['name']}/std", step)] == pytest.approx(row["std"], rel=1e-5)
+        assert logged[(f"activations/{row['name']}/dead", step)] == pytest.approx(row["dead"])
+
+
+def test_histograms_of_weights_gradients_and_activations_at_their_interval():
+    from trainlab.callbacks.histograms import Histograms
+
+    tb = board()
+    tb.writer = HistogramWriter()
+    trainer = trainer_with({"histograms": Histograms(every=3), "tensorboard": tb})
+    trainer.fit(data(n=6), data(2), epochs=1)
+    seen = {(tag, step) for tag, _, step in tb.writer.histograms}
+    for step in (3, 6):
+        assert {(f"weights/{n}", step) for n in ("0.weight", "0.bias", "2.weight", "2.bias")} <= seen
+        assert (f"gradients/0.weight", step) in seen and ("activations/1", step) in seen
+    assert {step for _, step in seen} == {3, 6}
