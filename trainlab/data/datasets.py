@@ -24,7 +24,7 @@ import torch
 
 from trainlab.errors import ConfigError, DataNotFoundError
 
-DATASET_NAMES = ("fashion_mnist", "mnist", "cifar10", "cifar100", "svhn", "imagefolder", "synthetic")
+DATASET_NAMES = ("fashion_mnist", "mnist", "cifar10", "cifar100", "svhn", "imagefolder", "synthetic", "gaussian")
 
 SYSTEM_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 FASHION_MNIST_CLASSES = [
@@ -405,6 +405,8 @@ def load_dataset(cfg):
     if name == "synthetic":
         keys = ("num_train", "num_test", "num_classes", "channels", "image_size", "noise", "generator_seed")
         return make_synthetic(**{k: cfg[k] for k in keys if k in cfg})
+    if name == "gaussian":  # float inputs, not uint8 images: trainlab.commands.activations builds them itself
+        raise gaussian_only()
     raise ConfigError(f"dataset.name={name!r}: unknown dataset; choose one of {', '.join(DATASET_NAMES)}")
 
 
@@ -415,6 +417,13 @@ class DatasetShape:
     input_shape: tuple[int, int, int]
     num_classes: int               # for an image folder, unknown until scanned: 2 stands in
     train_examples: Optional[int]  # the official training split's size, when known
+
+
+# dataset=gaussian: unit-Gaussian float vectors (not images), made by `trainlab activations` for its own use.
+def gaussian_only() -> ConfigError:
+    return ConfigError("dataset=gaussian: unit-Gaussian inputs for `trainlab activations` only (no images to "
+                       "train, augment or evaluate on); use it there, or choose another dataset, "
+                       "e.g. dataset=synthetic")
 
 
 KNOWN_SHAPES = {"fashion_mnist": ((1, 28, 28), 10, 60000), "mnist": ((1, 28, 28), 10, 60000),
@@ -447,4 +456,15 @@ def describe(cfg) -> DatasetShape:
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"dataset.{key}={value!r}: must be a whole number >= 1")
         return DatasetShape((channels, size, size), classes, train)
+    if name == "gaussian":  # configs/dataset/gaussian.yaml: its `command` is `activations` in that command only
+        if cfg.get("command") != "activations":
+            raise gaussian_only()
+        dim, samples, classes = cfg.get("dim", 500), cfg.get("samples", 1000), cfg.get("num_classes", 10)
+        for key, value in (("dim", dim), ("samples", samples), ("num_classes", classes)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"dataset.{key}={value!r}: must be a whole number >= 1")
+        seed = cfg.get("generator_seed", 0)
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise ConfigError(f"dataset.generator_seed={seed!r}: must be a whole number")
+        return DatasetShape((1, 1, dim), classes, samples)
     raise ConfigError(f"dataset.name={name!r}: unknown dataset; choose one of {', '.join(DATASET_NAMES)}")
