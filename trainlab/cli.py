@@ -19,6 +19,13 @@ commands:
             trainlab augment augmentation=strong
   schedule  write a PNG of the learning-rate curve a config gives (and print its path)
             trainlab schedule schedule=cosine_restarts trainer.epochs=90
+  check     sanity checks before a long run: the initial loss against log(C), overfitting a few
+            batches, the loss falling within ~100 steps (exit 1 when one fails, with advice)
+            trainlab check optimizer=sgd optimizer.lr=0.05
+  lr-find   the learning-rate range test: loss against an exponentially growing lr, a suggestion
+            trainlab lr-find optimizer=sgd
+  activations  per-layer activation statistics of one batch (at init, or checkpoint=<run folder>)
+            trainlab activations dataset=gaussian model=mlp_deep model.activation=tanh init=normal
 
 Runs land in outputs/train/<date>/<time>/ (sweeps in outputs/multirun/...);
 look at them with: tensorboard --logdir outputs

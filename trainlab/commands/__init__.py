@@ -109,11 +109,11 @@ def check_all(module, cfg, context: Context):
     from trainlab.config import validate
 
     checked = validate(cfg)
-    from trainlab.build import check  # torch is imported here, after the cheap schema checks
+    if hasattr(module, "check"):  # the command's own keys first: most fail without importing torch
+        module.check(checked, context)
+    from trainlab.build import check  # torch is imported here, after the cheap checks
 
     check(checked)
-    if hasattr(module, "check"):
-        module.check(checked, context)
     return checked
 
 
