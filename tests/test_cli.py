@@ -22,7 +22,8 @@ SUMMARY_KEYS = {"status", "best", "test", "time", "device", "params", "train_sam
 @pytest.fixture(scope="module")
 def synthetic_run(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
     root = tmp_path_factory.mktemp("synthetic_run")
-    result = run_trainlab(["train", *QUICK, "trainer.epochs=3"], root)
+    result = run_trainlab(["train", *QUICK, "trainer.epochs=3", "callbacks.update_ratio.every=5",
+                           "callbacks.activation_stats.every=5", "augmentation=flip"], root)
     assert result.returncode == 0, result.stderr[-3000:]
     folders = run_folders(root)
     assert len(folders) == 1, folders
@@ -87,6 +88,32 @@ def test_tensorboard_scalars(synthetic_run):
     assert steps == sorted(steps) and len(steps) == 9 and steps[-1] == summary["steps"] == 45
     lrs = [e.value for e in found["lr"]]
     assert lrs[0] > lrs[-1], "cosine schedule: the learning rate falls"
+
+
+@pytest.mark.slow
+def test_the_diagnostics_of_a_healthy_run_are_there_and_plausible(synthetic_run):
+    import math
+
+    run_dir, _ = synthetic_run
+    found = scalars(run_dir)
+    for tag, values in found.items():
+        assert all(math.isfinite(e.value) for e in values), tag
+    ratios = found["update_ratio/median"]
+    assert [e.step for e in ratios] == list(range(5, 46, 5))
+    assert all(0 < e.value < 1 for e in ratios), "a healthy run moves its weights by a fraction of their size"
+    per_tensor = [tag for tag in found if tag.startswith("update_ratio/") and tag.endswith(".weight")]
+    assert "update_ratio/head.weight" in per_tensor and len(per_tensor) >= 3
+    stds = [tag for tag in found if tag.startswith("activations/") and tag.endswith("/std")]
+    deads = [tag for tag in found if tag.startswith("activations/") and tag.endswith("/dead")]
+    assert len(stds) == 2 and len(deads) == 2  # the two ReLUs of model.channels=[16,32]
+    assert all(0 <= e.value <= 1 for tag in deads for e in found[tag])
+    assert all(e.value > 0 for tag in stds for e in found[tag])
+    assert all(e.value > 0 for e in found["train/grad_norm"])
+    events = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"images": 0, "tensors": 0})
+    events.Reload()
+    assert {"images/augmented_batch", "confusion/val", "confusion/test"} <= set(events.Tags()["images"])
+    assert "config/text_summary" in events.Tags()["tensors"]
+    assert (run_dir / "confusion_test.png").is_file() and (run_dir / "confusion_val.png").is_file()
 
 
 @pytest.mark.slow
