@@ -23,6 +23,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+import yaml
 
 from trainlab.build import build_callbacks
 from trainlab.callbacks.base import RunInfo
@@ -55,11 +56,18 @@ def plain_loop(model, images, labels, batch_size, steps, generator, val, folder)
     return loss.item(), accuracy
 
 
-def default_callbacks(folder, model, train_size, val_size):
-    """The callbacks `trainlab train` builds by default, writing into `folder`."""
+def default_callbacks(folder, model, train_size, val_size, extra=(), settings=()):
+    """The callbacks `trainlab train` builds by default (plus `extra` options of configs/callbacks),
+    writing into `folder`."""
     from omegaconf import OmegaConf
 
-    cfg = OmegaConf.create({"callbacks": load_option("callbacks", "default")})
+    named = OmegaConf.to_container(load_option("callbacks", "default"))
+    for name in extra:
+        named.update(OmegaConf.to_container(load_option("callbacks", name)))
+    cfg = OmegaConf.create({"callbacks": named})
+    for setting in settings:  # e.g. histograms.every=20
+        key, _, value = setting.partition("=")
+        OmegaConf.update(cfg, f"callbacks.{key}", yaml.safe_load(value))
     cfg.callbacks.console.model_summary = False  # the table costs a forward pass at start, not per step
     run = RunInfo(run_dir=Path(folder), monitor="val/acc", mode="max",
                   config={"optimizer": {"lr": 1e-3}, "trainer": {"batch_size": 128, "epochs": 1}, "seed": 0},
@@ -68,11 +76,12 @@ def default_callbacks(folder, model, train_size, val_size):
     return build_callbacks(cfg, run)
 
 
-def trainlab_epoch(model, loader, val_loader, steps, folder):
+def trainlab_epoch(model, loader, val_loader, steps, folder, extra=(), settings=()):
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     scheduler = cosine_schedule(optimizer, steps_per_epoch=steps, total_steps=steps)
     trainer = Trainer(model, optimizer, scheduler, torch.device("cpu"), log_every=50,
-                      callbacks=default_callbacks(folder, model, loader.num_samples, val_loader.num_samples))
+                      callbacks=default_callbacks(folder, model, loader.num_samples, val_loader.num_samples, extra,
+                                                   settings))
     result = trainer.fit(loader, val_loader, epochs=1)
     trainer.callbacks["tensorboard"].close()
     return result
@@ -84,6 +93,10 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=60, help="optimizer steps per round and side")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--with", dest="extra", action="append", default=[],
+                        help="an extra callback option of configs/callbacks (e.g. histograms), repeatable")
+    parser.add_argument("--set", dest="settings", action="append", default=[],
+                        help="a callback key, e.g. histograms.every=20 or update_ratio.every=10, repeatable")
     args = parser.parse_args()
 
     if args.dataset == "fashion_mnist":
@@ -101,6 +114,8 @@ def main() -> None:
     val_images, val_labels = data.test_images[:args.batch_size], data.test_labels[:args.batch_size]
     val_loader = DeviceLoader(val_images, val_labels, args.batch_size, normalize=normalize)
     val = (normalize(val_images), val_labels)
+    print(f"callbacks: default{''.join(' + ' + e for e in args.extra)}"
+          + (f" ({', '.join(args.settings)})" if args.settings else ""))
     print(f"{args.dataset}: {count} images, batch {args.batch_size}, {args.steps} steps per side and round, "
           f"{torch.get_num_threads()} threads, torch {torch.__version__}")
 
@@ -110,7 +125,7 @@ def main() -> None:
                    torch.Generator().manual_seed(0), val, folder)
         warm = DeviceLoader(images[:5 * args.batch_size], labels[:5 * args.batch_size], args.batch_size,
                             normalize=normalize)
-        trainlab_epoch(copy.deepcopy(reference), warm, val_loader, 5, f"{folder}/warm")
+        trainlab_epoch(copy.deepcopy(reference), warm, val_loader, 5, f"{folder}/warm", args.extra, args.settings)
         rates = {"plain": [], "trainlab": []}
         for round_index in range(args.rounds):
             started = time.perf_counter()
@@ -118,7 +133,8 @@ def main() -> None:
                        torch.Generator().manual_seed(round_index), val, folder)
             rates["plain"].append(count / (time.perf_counter() - started))
             started = time.perf_counter()
-            trainlab_epoch(copy.deepcopy(reference), loader, val_loader, args.steps, f"{folder}/round{round_index}")
+            trainlab_epoch(copy.deepcopy(reference), loader, val_loader, args.steps, f"{folder}/round{round_index}",
+                           args.extra, args.settings)
             rates["trainlab"].append(count / (time.perf_counter() - started))
             print(f"round {round_index + 1}: plain {rates['plain'][-1]:8.0f} samples/s   "
                   f"trainlab {rates['trainlab'][-1]:8.0f} samples/s")
