@@ -316,7 +316,7 @@ def test_build_ema_refuses_a_decay_outside_the_open_unit_interval(data):
 
 def test_ema_is_scored_and_select_best_keeps_ema_weights(data, tmp_path):
     cfg = validate(composed("callbacks.ema.decay=0.9", "callbacks.ema.select_best=true", "~callbacks.console",
-                            "~callbacks.update_ratio", "~callbacks.images"))
+                            "~callbacks.update_ratio", "~callbacks.images", "~callbacks.activation_stats"))
     monitor = effective_monitor(cfg.trainer, cfg.callbacks)
     assert monitor == "val_ema/acc"
     callbacks = build_callbacks(cfg, RunInfo(run_dir=tmp_path, monitor=monitor, mode=cfg.trainer.mode))
