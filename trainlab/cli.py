@@ -26,6 +26,9 @@ commands:
             trainlab lr-find optimizer=sgd
   activations  per-layer activation statistics of one batch (at init, or checkpoint=<run folder>)
             trainlab activations dataset=gaussian model=mlp_deep model.activation=tanh init=normal
+  report    the runs of a sweep (or any outputs folder) best first, grouped over seeds/folds, as
+            tables, summary.csv/json and plots; --html for one self-contained page
+            trainlab report outputs/multirun/2026-12-01/10-00-00 --html
 
 Runs land in outputs/train/<date>/<time>/ (sweeps in outputs/multirun/...);
 look at them with: tensorboard --logdir outputs
@@ -54,6 +57,11 @@ def main(argv: list[str] | None = None) -> None:
         print(f"trainlab: error: unknown command {args[0]!r}; commands: {', '.join(commands())}"
               " (see trainlab --help)", file=sys.stderr)
         sys.exit(2)
+    import importlib
+
+    module = importlib.import_module(f"trainlab.commands.{args[0].replace('-', '_')}")
+    if hasattr(module, "main"):  # a command that takes paths and flags, not Hydra overrides (report)
+        sys.exit(module.main(args[1:]))
     from trainlab.commands import run_command
 
     run_command(args[0], args[1:])
