@@ -55,6 +55,7 @@ class TrainerSchema:
     skip_nonfinite: bool = False
     l1: float = 0.0
     l2: float = 0.0
+    threads: Any = free("auto")  # torch intra-op threads: auto (a sweep's share of the cores) or a whole number >= 1
 
 
 # Keys that moved: a config (or an old command line) that still sets one gets told where it went.
@@ -132,6 +133,8 @@ TRAINER_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "accumulate": (_positive_int, "a whole number >= 1 (micro-batches per optimizer step)"),
     "l1": (_non_negative, "a number >= 0"),
     "l2": (_non_negative, "a number >= 0"),
+    "threads": (lambda v: v == "auto" or (isinstance(v, int) and not isinstance(v, bool) and v >= 1),
+                "auto or a whole number >= 1 (torch threads for the run)"),
 }
 
 

@@ -4,7 +4,10 @@ A command is one module here with `CONFIG` (its primary config in configs/), `ru
 optionally, `check(cfg, context)` for checks of its own. For a single run the config is composed with
 Hydra's compose API and checked *before* Hydra makes the run folder, so a bad config leaves nothing
 behind; then Hydra runs the job (run folder, .hydra/, train.log) and the command gets the checked
-config. In a sweep each job is composed by Hydra's sweeper and checked when it starts.
+config. In a sweep (`-m`) every job of a grid is checked before the first starts and gets its checked
+config (also in joblib's or submitit's worker processes: the task pickles with it); an optuna search
+has its space's corners checked first and each trial checked when it starts (trainlab/sweeps.py).
+A job of a sweep that fails is recorded in its own folder and the sweep goes on; the sweep then exits 1.
 Nothing here imports torch: a command's own module does, when it runs.
 """
 
@@ -135,10 +138,11 @@ def composition_message(error: Exception, overrides: list[str]) -> str:
     return "; ".join(lines) or type(error).__name__
 
 
-def compose_checked(module, name: str, runs: list[list[str]], user_dir: Optional[Path]) -> Optional[list]:
+def compose_checked(module, name: str, runs: list[list[str]], user_dir: Optional[Path],
+                    labels: Optional[list[str]] = None) -> Optional[list]:
     """The configs Hydra will give the jobs (one per override list in `runs`), composed with its compose
     API and checked; None for Hydra to report (a composition error Hydra prints itself, with what it knows).
-    A failure names the job's overrides when there are several jobs."""
+    A failure names the job's overrides when there are several jobs (or the run's label, if given)."""
     from hydra import compose, initialize_config_dir
     from hydra.errors import HydraException, MissingConfigException
     from omegaconf import open_dict
@@ -148,8 +152,8 @@ def compose_checked(module, name: str, runs: list[list[str]], user_dir: Optional
     search = [f"hydra.searchpath=[file://{user_dir.resolve()}]"] if user_dir is not None else []
     checked = []
     with initialize_config_dir(version_base="1.3", config_dir=str(config_dir()), job_name=name):
-        for overrides in runs:
-            where = f"job {' '.join(overrides)}: " if len(runs) > 1 else ""
+        for i, overrides in enumerate(runs):
+            where = (f"{labels[i]}: " if labels else f"job {' '.join(overrides)}: " if len(runs) > 1 else "")
             try:
                 composed = compose(module.CONFIG, overrides=search + overrides, return_hydra_config=True)
             except MissingConfigException as error:  # e.g. optimizer=adamm: name the options there are
@@ -176,22 +180,10 @@ def compose_checked(module, name: str, runs: list[list[str]], user_dir: Optional
     return checked
 
 
-def sweep_runs(args: list[str]) -> Optional[list[list[str]]]:
-    """The single runs of a grid sweep given on the command line (as Hydra's basic sweeper expands them),
-    or None when another sweeper decides the runs (e.g. an optuna search)."""
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    overrides = [a for a in args if a not in ("-m", "--multirun")]
-    if any(a.partition("=")[0].lstrip("+~") in ("hydra/sweeper", "hparams_search") for a in overrides):
-        return None
-    parsed = OverridesParser.create().parse_overrides(overrides=overrides)
-    return [run for batch in BasicSweeper.split_arguments(parsed, None) for run in batch]
-
-
 def job_key(overrides) -> tuple:
     """A job's identity among the checked runs of a sweep: its overrides, less Hydra's own."""
-    return tuple(o for o in overrides if not o.lstrip("+~").startswith("hydra.") and o not in ("-m", "--multirun"))
+    return tuple(o for o in overrides
+                 if not o.lstrip("+~").startswith(("hydra.", "hydra/")) and o not in ("-m", "--multirun"))
 
 
 def hydra_main(module, name: str, argv: list[str], task: Callable) -> None:
@@ -203,18 +195,26 @@ def hydra_main(module, name: str, argv: list[str], task: Callable) -> None:
 
 def job(module, name: str, checked: Optional[dict] = None) -> Callable:
     """The Hydra task: the job's config as checked before Hydra started (`checked`: by job_key, or "*" for
-    the one job of a single run), else checked here; run; errors as one line."""
+    the one job of a single run), else checked here; fit to the machine (trainer.threads, the job's GPU);
+    run; errors as one line. For train it returns the objective a sweeper optimizes (sweeps.objective:
+    summary.json best.value; -inf/+inf for a diverged run; NaN for a failed one), None for other commands.
+    In a sweep a failing job is recorded in its folder (error.txt) and returns instead of ending the sweep."""
 
-    def task(cfg) -> None:
+    def task(cfg) -> Optional[float]:
+        import traceback
+
         from hydra import compose
         from hydra.core.hydra_config import HydraConfig
         from hydra.types import RunMode
 
+        from trainlab import sweeps
         from trainlab.errors import TrainingDiverged, TrainlabError
 
         hydra_cfg = HydraConfig.get()
         run_dir = Path(hydra_cfg.runtime.output_dir)
         sweeping = hydra_cfg.mode == RunMode.MULTIRUN
+        where = f"job {hydra_cfg.job.num} ({run_dir}): " if sweeping else ""
+        config = None
         try:
             checked_here = checked or {}
             config = checked_here.get("*", checked_here.get(job_key(hydra_cfg.overrides.task)))
@@ -222,21 +222,55 @@ def job(module, name: str, checked: Optional[dict] = None) -> Callable:
                 context = Context(name, dict(hydra_cfg.runtime.choices),
                                   lambda extra: compose(module.CONFIG, overrides=extra))
                 config = check_all(module, cfg, context)
-            module.run(config, run_dir)
+                sweeps.log.info("config checked in the job")
+            else:
+                sweeps.log.info("config checked before the %s started", "sweep" if sweeping else "run")
+            config = sweeps.fit_to_machine(config, hydra_cfg)
+            result = module.run(config, run_dir)
+            return sweeps.returned(result, config.trainer.mode) if name == "train" else None
         except TrainingDiverged as error:
-            print(f"trainlab: error: {error}", file=sys.stderr)
+            print(f"trainlab: error: {where}{error}", file=sys.stderr)
             if not sweeping:
                 sys.exit(2)
             # in a sweep, a diverging learning rate is a result (summary.json says "diverged"): go on
+            return sweeps.returned({"status": "diverged"}, config.trainer.mode) if name == "train" else None
         except TrainlabError as error:
-            fail(str(error))
+            if not sweeping:
+                fail(str(error))
+            sweeps.record_failure(run_dir, str(error), summary=name == "train")
+            print(f"trainlab: error: {where}{error}", file=sys.stderr)
+            return sweeps.returned(None) if name == "train" else None
         except KeyboardInterrupt:
             if name == "train":
                 print("trainlab: interrupted; continue with: trainlab train <same overrides> "
                       f"trainer.resume={run_dir}", file=sys.stderr)
             sys.exit(130)
+        except Exception as error:  # a bug or a library's error: in a sweep, the other jobs still run
+            if not sweeping:
+                raise
+            message = f"{type(error).__name__}: {error}".splitlines()[0]
+            sweeps.record_failure(run_dir, message, traceback.format_exc(), summary=name == "train")
+            print(f"trainlab: error: {where}{message} (traceback in {run_dir / sweeps.ERROR_FILE})",
+                  file=sys.stderr)
+            return sweeps.returned(None) if name == "train" else None
 
     return task
+
+
+def report_sweep(sweep_dir: Path, status: Any = 0) -> None:
+    """After a sweep: each failed job in one line, then exit 1 (or Hydra's own non-zero status)."""
+    from trainlab import sweeps
+
+    failed = sweeps.failures(sweep_dir)
+    if failed:
+        total = len(sweeps.job_folders(sweep_dir))
+        names = ", ".join(folder.name for folder, _ in failed[:10]) + (", ..." if len(failed) > 10 else "")
+        print(f"trainlab: error: {len(failed)} of {total} jobs failed ({names} in {sweep_dir}; each one's error "
+              f"is in its {sweeps.ERROR_FILE}); the others ran", file=sys.stderr)
+    if status not in (0, None):
+        sys.exit(status)
+    if failed:
+        sys.exit(1)
 
 
 def run_command(name: str, args: list[str], cwd: Optional[Path] = None, now: Optional[datetime] = None) -> None:
@@ -252,12 +286,25 @@ def run_command(name: str, args: list[str], cwd: Optional[Path] = None, now: Opt
         if given is not None and holds_sweep(Path(given)):
             fail(f"hydra.sweep.dir={given}: that folder already holds a sweep; nothing in it was changed. "
                  "Choose a new hydra.sweep.dir (or leave it out for a fresh outputs/multirun/<date>/<time>)")
-        runs = sweep_runs(args) if not any(a.startswith("-") and a not in ("-m", "--multirun") for a in args) else None
-        checked = compose_checked(module, name, runs, user_dir) if runs else None
+        from trainlab import sweeps
+
+        flags = any(a.startswith("-") and a not in ("-m", "--multirun") for a in args)
+        planned = sweeps.plan(module.CONFIG, args, config_dir(), user_dir) if not flags else None
+        checked = compose_checked(module, name, planned.runs, user_dir, planned.labels) if planned else None
         if given is None:
-            argv.append(f"hydra.sweep.dir={claim_run_dir(cwd / 'outputs' / 'multirun', now).as_posix()}")
-        by_job = {job_key(run): cfg for run, cfg in zip(runs, checked)} if checked else None
-        return hydra_main(module, name, argv, job(module, name, by_job))
+            given = claim_run_dir(cwd / 'outputs' / 'multirun', now).as_posix()
+            argv.append(f"hydra.sweep.dir={given}")
+        by_job = ({job_key(run): cfg for run, cfg in zip(planned.runs, checked)}
+                  if checked and planned.exact else None)
+        try:
+            hydra_main(module, name, argv, job(module, name, by_job))
+        except SystemExit as stop:  # Hydra's own error after the jobs ran (e.g. a search with no good trial)
+            report_sweep(Path(given), stop.code)
+            raise
+        return report_sweep(Path(given))
+    search = override_value(args, "hparams_search")
+    if search not in (None, "null"):
+        fail(f"hparams_search={search}: a search runs many jobs; add -m (trainlab train -m hparams_search={search})")
     if any(a.startswith("-") for a in args):  # a Hydra flag we do not pre-compose for: Hydra handles it all
         return hydra_main(module, name, argv, job(module, name))
     checked = compose_checked(module, name, [list(args)], user_dir)
