@@ -28,6 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
+from omegaconf import OmegaConf
+
 ERROR_FILE = "error.txt"
 log = logging.getLogger("trainlab")
 

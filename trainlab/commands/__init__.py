@@ -258,8 +258,19 @@ def job(module, name: str, checked: Optional[dict] = None) -> Callable:
 
 
 def report_sweep(sweep_dir: Path, status: Any = 0) -> None:
-    """After a sweep: each failed job in one line, then exit 1 (or Hydra's own non-zero status)."""
+    """After a sweep: the answer of the sweep (trainlab report's tables, summary.csv/json and plots), each
+    failed job in one line, then exit 1 (or Hydra's own non-zero status)."""
     from trainlab import sweeps
+
+    from trainlab.commands.report import report_sweep as write_report
+    from trainlab.reports.runs import NoRunsFound
+
+    try:
+        write_report(sweep_dir)
+    except NoRunsFound:  # e.g. a sweep of another command
+        pass
+    except Exception as error:  # the report never fails a finished sweep
+        print(f"trainlab: note: no sweep report ({type(error).__name__}: {error})", file=sys.stderr)
 
     failed = sweeps.failures(sweep_dir)
     if failed:
