@@ -40,7 +40,8 @@ def sweep_expansions(args: list[str]) -> list[list[str]]:
 PARSER = OverridesParser.create()
 COMMANDS = shown_commands()
 TRAIN_COMMANDS = [c for c in COMMANDS if c.startswith(("trainlab train", "trainlab augment", "trainlab schedule",
-                                                      "trainlab check", "trainlab lr-find", "trainlab activations"))]
+                                                      "trainlab check", "trainlab lr-find", "trainlab activations",
+                                                      "trainlab eval", "trainlab ensemble"))]
 
 
 def test_readme_shows_the_two_setup_commands_and_they_exist():

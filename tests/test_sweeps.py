@@ -3,6 +3,7 @@ submitit launchers, per-job thread limits, and a failing job that does not lose 
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 import re
@@ -222,6 +223,17 @@ def test_an_optuna_random_search_returns_the_metric_and_writes_its_results(tmp_p
     results = yaml.safe_load((folders[0].parent / "optimization_results.yaml").read_text())
     assert set(results["best_params"]) == {"optimizer.lr", "optimizer.weight_decay"}
     assert results["best_value"] == pytest.approx(max(best_values)), "the study maximized val/acc"
+    # the sweep's answer: every trial in summary.csv, best first, and the metric against each searched key
+    sweep = folders[0].parent
+    with (sweep / "summary.csv").open() as table:
+        rows = list(csv.DictReader(table))
+    assert len(rows) == 3 and all(row["status"] == "completed" for row in rows)
+    values = [float(row["best"]) for row in rows]
+    assert values == sorted(values, reverse=True) and values[0] == pytest.approx(max(best_values))
+    for key in ("optimizer.lr", "optimizer.weight_decay"):
+        picture = sweep / f"report_{key}.png"
+        assert picture.is_file() and picture.read_bytes().startswith(b"\x89PNG"), f"no {picture.name}"
+    assert "best val/acc" in result.stdout and "optimizer.weight_decay" in result.stdout, result.stdout[-2000:]
 
 
 @pytest.mark.slow

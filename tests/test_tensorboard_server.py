@@ -6,6 +6,7 @@ frontend fetches for the Scalars, Histograms, Images, Custom Scalars, Text and H
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import socket
@@ -29,8 +30,9 @@ STARTUP_S = 60   # for the server to answer and to have loaded the run's event f
 REQUEST_S = 20   # per HTTP request
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 # TensorBoard names a run by its folder relative to --logdir: the run folder's events are in tensorboard/,
-# and add_hparams(run_name=".") writes the HParams session into that same folder.
+# and the HParams session (with the result scalars hparam/*) is in tensorboard/hparams/.
 RUN_NAME = "tensorboard"
+HPARAMS_RUN = "tensorboard/hparams"
 
 
 def free_port() -> int:
@@ -91,14 +93,14 @@ def run_dir(tmp_path: Path) -> Path:
     return tmp_path / "run"
 
 
-@pytest.fixture
-def server(run_dir: Path, tmp_path: Path):
+@contextlib.contextmanager
+def tensorboard_on(logdir: Path, tmp_path: Path):
     tensorboard = Path(sys.executable).with_name("tensorboard")
     if not tensorboard.exists():
         pytest.fail(f"the tensorboard script is not installed next to {sys.executable}")
     port, log = free_port(), tmp_path / "tensorboard.log"
     with log.open("w") as out:
-        process = subprocess.Popen([str(tensorboard), "--logdir", str(run_dir), "--host", "127.0.0.1",
+        process = subprocess.Popen([str(tensorboard), "--logdir", str(logdir), "--host", "127.0.0.1",
                                     "--port", str(port)], stdout=out, stderr=subprocess.STDOUT)
     try:
         yield Server(process, port, log)
@@ -111,13 +113,20 @@ def server(run_dir: Path, tmp_path: Path):
             process.wait(timeout=10)
 
 
+@pytest.fixture
+def server(run_dir: Path, tmp_path: Path):
+    with tensorboard_on(run_dir, tmp_path) as running:
+        yield running
+
+
 @pytest.mark.slow
 def test_tensorboard_server_shows_the_run(run_dir: Path, server: Server):
     summary = json.loads((run_dir / "summary.json").read_text())
     # the last series written: test/* at the end of the run's events, hparam/* in the HParams events file
-    loaded = {"val/acc", "test/acc", "hparam/best_val_acc"}
-    tags = server.wait_for("/data/plugin/scalars/tags", lambda d: loaded <= d.get(RUN_NAME, {}).keys(),
-                           f"scalar tags {sorted(loaded)}")[RUN_NAME]
+    loaded = {"val/acc", "test/acc"}
+    tags = server.wait_for("/data/plugin/scalars/tags", lambda d: loaded <= d.get(RUN_NAME, {}).keys()
+                           and "hparam/best_val_acc" in d.get(HPARAMS_RUN, {}),
+                           f"scalar tags {sorted(loaded)} and hparam/best_val_acc")[RUN_NAME]
 
     # Scalars tab: every series the run logs, val/acc per epoch with the best in summary.json
     for tag in ("train/loss", "train/acc", "val/loss", "val/acc", "lr", "train/grad_norm", "update_ratio/median",
@@ -178,3 +187,31 @@ def test_tensorboard_server_shows_the_run(run_dir: Path, server: Server):
     metrics = {m["name"]["tag"]: m["value"] for m in group["metricValues"]}
     assert metrics["hparam/best_val_acc"] == pytest.approx(summary["best"]["value"], abs=1e-6)
     assert metrics["hparam/test_acc"] == pytest.approx(summary["test"]["acc"], abs=1e-6)
+
+
+@pytest.mark.slow
+def test_the_hparams_tab_of_a_sweep_marks_the_swept_keys_as_differing(tmp_path: Path):
+    """Every run writes only its session; TensorBoard builds the experiment from all of them, so the keys the
+    sweep varied (optimizer.lr, and optimizer.weight_decay from the command line) differ and the rest do not."""
+    sweep = tmp_path / "sweep"
+    result = run_trainlab(["train", "-m", "dataset=synthetic", "trainer.epochs=1", "model.channels=[8,16]",
+                           "dataset.num_train=300", "optimizer.lr=0.001,0.01", "optimizer.weight_decay=0.0001",
+                           f"hydra.sweep.dir={sweep}"], tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    with tensorboard_on(sweep, tmp_path) as server:
+        sessions = {f"{n}/{HPARAMS_RUN}" for n in ("0", "1")}
+        server.wait_for("/data/plugin/scalars/tags",
+                        lambda d: all("hparam/best_val_acc" in d.get(run, {}) for run in sessions),
+                        "both jobs' hparam/best_val_acc")
+        experiment = server.post("/data/plugin/hparams/experiment", {"experimentName": ""})
+        differs = {info["name"]: info.get("differs", False) for info in experiment["hparamInfos"]}
+        assert differs["optimizer.lr"] is True, experiment
+        assert differs["optimizer.weight_decay"] is False and differs["seed"] is False, experiment
+        metric_tags = {info["name"]["tag"] for info in experiment.get("metricInfos", [])}
+        assert metric_tags == {"hparam/best_val_acc", "hparam/test_acc", "hparam/test_loss"}, metric_tags
+        groups = server.post("/data/plugin/hparams/session_groups", {
+            "experimentName": "", "startIndex": 0, "sliceSize": 100,
+            "allowedStatuses": ["STATUS_UNKNOWN", "STATUS_SUCCESS", "STATUS_FAILURE", "STATUS_RUNNING"],
+            "colParams": [{"hparam": "optimizer.lr"}, {"metric": {"tag": "hparam/best_val_acc"}}]})
+        rates = sorted(group["hparams"]["optimizer.lr"] for group in groups["sessionGroups"])
+        assert rates == pytest.approx([0.001, 0.01]), groups

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from trainlab.callbacks.base import Callback, RunInfo
@@ -224,6 +224,7 @@ def check(cfg: DictConfig) -> DictConfig:
     if cfg.get("tta"):
         build_views(**cfg.tta)
     monitor = effective_monitor(cfg.trainer, cfg.callbacks)
-    build_callbacks(cfg, RunInfo(run_dir=None, monitor=monitor, mode=cfg.trainer.mode))
+    build_callbacks(cfg, RunInfo(run_dir=None, monitor=monitor, mode=cfg.trainer.mode,
+                                 config=OmegaConf.to_container(cfg, resolve=True)))  # e.g. snapshots read the schedule
     return cfg
 

@@ -29,6 +29,12 @@ commands:
   report    the runs of a sweep (or any outputs folder) best first, grouped over seeds/folds, as
             tables, summary.csv/json and plots; --html for one self-contained page
             trainlab report outputs/multirun/2026-12-01/10-00-00 --html
+  eval      a checkpoint's loss, top-1/top-5, per-class accuracy and confusion matrix, rebuilt
+            from the checkpoint's own config and statistics (split=test|val, tta=, dataset=)
+            trainlab eval checkpoint=outputs/train/2026-12-01/10-00-00
+  ensemble  the test accuracy of several checkpoints' averaged probabilities beside each member's
+            (run folders, a sweep folder's top_k runs, or one run's snapshots)
+            trainlab ensemble members=[outputs/multirun/2026-12-01/10-00-00] top_k=3
 
 Runs land in outputs/train/<date>/<time>/ (sweeps in outputs/multirun/...);
 look at them with: tensorboard --logdir outputs

@@ -12,9 +12,12 @@ from trainlab.runtime import autocast
 
 
 @torch.inference_mode()
-def evaluate(model: Callable, loader, device: torch.device, amp_dtype: Optional[torch.dtype] = None) -> dict[str, float]:
+def evaluate(model: Callable, loader, device: torch.device, amp_dtype: Optional[torch.dtype] = None,
+             keep_outputs: bool = False) -> dict:
     """{"loss", "acc"} of `model` over `loader` (no label smoothing). A batch of TTA views [V, N, ...]
-    is scored on the views' averaged predicted probabilities. Two host syncs, at the end."""
+    is scored on the views' averaged predicted probabilities (their log is the logits). Two host syncs, at
+    the end. `keep_outputs`: also "logits" [N, C] (float32) and "labels" [N], on the CPU, in the loader's
+    order (for eval's top-5, confusion matrix and ensembles, from the very pass that gave loss and acc)."""
     modules = [m for m in (model, getattr(model, "_orig_mod", None)) if isinstance(m, nn.Module)]
     modes = [m.training for m in modules]
     for module in modules:
@@ -22,6 +25,8 @@ def evaluate(model: Callable, loader, device: torch.device, amp_dtype: Optional[
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
     seen = 0
+    outputs: list[torch.Tensor] = []
+    targets: list[torch.Tensor] = []
     try:
         for images, labels in loader:
             with autocast(device, amp_dtype):
@@ -33,10 +38,17 @@ def evaluate(model: Callable, loader, device: torch.device, amp_dtype: Optional[
             loss_sum += F.cross_entropy(logits.float(), labels, reduction="sum")
             correct += (logits.argmax(dim=1) == labels).sum()
             seen += labels.shape[0]
+            if keep_outputs:
+                outputs.append(logits.float())
+                targets.append(labels)
     finally:
         for module, mode in zip(modules, modes):
             module.train(mode)
-    return {"loss": (loss_sum / max(seen, 1)).item(), "acc": correct.item() / max(seen, 1)}
+    figures = {"loss": (loss_sum / max(seen, 1)).item(), "acc": correct.item() / max(seen, 1)}
+    if keep_outputs:
+        figures["logits"] = torch.cat(outputs).cpu() if outputs else torch.zeros(0, 0)
+        figures["labels"] = torch.cat(targets).cpu() if targets else torch.zeros(0, dtype=torch.long)
+    return figures
 
 
 @torch.inference_mode()

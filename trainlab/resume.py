@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import importlib
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterable, Optional
 
 from omegaconf import OmegaConf
 
-from trainlab import checkpoint
+from trainlab import checkpoint, safety
 from trainlab.config import schema_free_keys
 from trainlab.errors import ConfigError
 
@@ -62,10 +62,13 @@ def differences(ours: dict, theirs: dict, defaults: Optional[dict]) -> list[tupl
     return found
 
 
-def read(value: str) -> dict:
-    """The payload of trainer.resume's last.pt (a file or a run folder), read safely."""
+def read(value: str, trusted: Iterable[str] = ()) -> dict:
+    """The payload of trainer.resume's last.pt (a file or a run folder), read safely: a config in it that
+    names a `_target_` trainlab does not build from a file (trainlab.safety) is refused, unless it is one of
+    `trusted` (the targets the resuming run's own config names: safety.trusted_targets(cfg))."""
     path = checkpoint.resume_path(value)
     payload = checkpoint.load_for_resume(path, value)
+    safety.check_config(payload.get("config"), f"trainer.resume={value}", trusted)
     if "optimizer" not in payload:
         raise ConfigError(f"trainer.resume={value}: {path.name} holds weights only; resume from last.pt")
     return payload
@@ -76,7 +79,7 @@ def check(cfg, defaults: Optional[Callable[[], dict]] = None) -> dict:
     return the checkpoint's payload. `defaults()` gives the config the same choices compose to without
     overrides (resolved, plain), for keys the checkpoint's run did not have."""
     value = cfg.trainer.resume
-    payload = read(value)
+    payload = read(value, safety.trusted_targets(cfg))
     ours = OmegaConf.to_container(cfg, resolve=True)
     found = differences(ours, payload["config"], defaults() if defaults is not None else None)
     if found:

@@ -45,6 +45,7 @@ BatchNorm layers keep updating their running statistics in training mode.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import fields
 from pathlib import Path
 from typing import Any, Optional
@@ -83,7 +84,47 @@ def split_model_config(model_cfg) -> tuple[Any, dict[str, Any]]:
         raise ConfigError(f"model.freeze={spec!r}: must be none, backbone, or the name of a child of the model")
     if not isinstance(freeze_bn, bool):
         raise ConfigError(f"model.freeze_bn={freeze_bn!r}: must be true or false")
+    if pretrained is not None:
+        check_pretrained_config(pretrained, model_cfg)
     return OmegaConf.create(plain), settings
+
+
+def check_pretrained_config(value: str, model_cfg) -> None:
+    """model.pretrained naming a trainlab checkpoint whose config names a `_target_` trainlab would not build
+    from a file (trainlab.safety): refused, naming the key. Nothing here builds from that config (only the
+    tensors are loaded), but such a file is not one trainlab wrote. Trusted: the targets of the config
+    `model_cfg` belongs to (what the user composed). A missing or unreadable file is left to
+    resolve_pretrained_path / load_pretrained to report."""
+    from omegaconf import OmegaConf
+
+    from trainlab import safety
+
+    path = Path(value).expanduser()
+    if path.is_dir():
+        path = path / "checkpoints" / "best.pt"
+    if not path.is_file():
+        return
+    stat = path.stat()
+    config = _saved_config(str(path.resolve()), stat.st_mtime_ns, stat.st_size)
+    if config is None:
+        return
+    root = model_cfg._get_root() if OmegaConf.is_config(model_cfg) else model_cfg  # the whole composed config
+    safety.check_config(config, f"model.pretrained={value}", safety.trusted_targets(root))
+
+
+@functools.lru_cache(maxsize=8)
+def _saved_config(path: str, mtime_ns: int, size: int) -> Optional[Any]:
+    """The `config` a trainlab checkpoint holds (None: not a trainlab checkpoint, or unreadable), read once
+    per file version; tensors memory-mapped, not read."""
+    for mmap in (True, False):
+        try:
+            payload = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+            break
+        except Exception:  # not a zip checkpoint (mmap needs one), not a torch file, or pickled objects
+            payload = None
+    if isinstance(payload, dict) and "format" in payload and "config" in payload:
+        return payload["config"]
+    return None
 
 
 # ---------------------------------------------------------------- loading

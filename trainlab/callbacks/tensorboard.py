@@ -76,7 +76,8 @@ class TensorBoard(Callback):
             self.scalars({f"{split}/{name}": value for name, value in (summary.get(split) or {}).items()},
                          trainer.step)
         if self.hparams and self.writer is not None:
-            self.writer.add_hparams(*hparams(self.run.config, summary), run_name=".", global_step=summary["steps"])
+            write_session(self.run.run_dir / "tensorboard" / HPARAMS_RUN,
+                          *hparams(self.run.config, summary, swept_keys(self.run.run_dir)), summary["steps"])
         self.close()
 
     def close(self) -> None:
@@ -86,12 +87,65 @@ class TensorBoard(Callback):
         self.closed = True
 
 
-def hparams(config: dict, summary: dict) -> tuple[dict, dict]:
-    """The run's choices and key values, and its results, for TensorBoard's HParams tab."""
+HPARAMS_RUN = "hparams"  # <run>/tensorboard/hparams/: the run's HParams session and its result scalars
+
+
+def write_session(folder, values: dict, metrics: dict, step: int) -> None:
+    """The run's HParams session (start and end) and its results as scalars in `folder`, and no experiment
+    record. Why not SummaryWriter.add_hparams: it also writes an experiment record into every run, and
+    TensorBoard uses the first such record it finds for the whole log folder, whose hparams come from that
+    one run, so every column reads "does not differ" across a sweep. Without one, TensorBoard builds the
+    experiment from all the sessions (the values that differ are marked so), and its metrics from the
+    scalars of the sessions' folders: here only the results."""
+    from torch.utils.tensorboard import SummaryWriter
+    from torch.utils.tensorboard.summary import hparams as hparams_summaries
+
+    _, session_start, session_end = hparams_summaries(values, metrics)
+    with SummaryWriter(log_dir=str(folder)) as writer:
+        events = writer.file_writer  # (SummaryWriter has no public call for a prepared Summary proto)
+        events.add_summary(session_start, step)
+        events.add_summary(session_end, step)
+        for tag, value in metrics.items():
+            writer.add_scalar(tag, value, step)
+
+
+def swept_keys(run_dir) -> list[str]:
+    """The keys this run's command line (or its sweep job) set: Hydra's .hydra/overrides.yaml of the run."""
+    from pathlib import Path
+
+    path = Path(run_dir) / ".hydra" / "overrides.yaml"
+    if not path.is_file():
+        return []
+    from omegaconf import OmegaConf
+
+    keys = []
+    for item in OmegaConf.to_container(OmegaConf.load(path)) or []:
+        key = str(item).split("=", 1)[0].lstrip("+~")
+        if "=" in str(item) and "." in key and not key.startswith(("hydra.", "hydra/")):
+            keys.append(key)
+    return keys
+
+
+def hparam_value(value):
+    """A config value as TensorBoard's HParams take it (numbers, strings, booleans)."""
+    if isinstance(value, bool) or isinstance(value, (int, float, str)):
+        return value
+    return str(value)
+
+
+def hparams(config: dict, summary: dict, keys: list[str] = ()) -> tuple[dict, dict]:
+    """The run's choices, key values and the keys its command line set (`keys`), and its results."""
+    from omegaconf import OmegaConf
+
     values = {group: str(option) for group, option in summary.get("choices", {}).items()}
     values.update({"optimizer.lr": float(config["optimizer"].get("lr", 0.0)),
                    "trainer.batch_size": config["trainer"]["batch_size"],
                    "trainer.epochs": config["trainer"]["epochs"], "seed": config["seed"]})
+    tree = OmegaConf.create(config)
+    for key in keys:
+        value = OmegaConf.select(tree, key, default=None)
+        if value is not None and not OmegaConf.is_config(value):
+            values[key] = hparam_value(value)
     best = summary["best"]
     metrics = {f"hparam/best_{best['metric'].replace('/', '_')}": best["value"]}
     if summary.get("test") is not None:

@@ -89,6 +89,7 @@ class Context:
     command: str
     choices: dict[str, Any] = field(default_factory=dict)
     compose: Optional[Callable[[list[str]], Any]] = None  # overrides -> a composed config (no hydra node)
+    overrides: Optional[list[str]] = None  # what the command line gave (eval/ensemble tell them from the checkpoint's)
 
     def defaults(self) -> Optional[dict]:
         """The config these choices compose to without any key override, resolved and schema-checked
@@ -174,7 +175,7 @@ def compose_checked(module, name: str, runs: list[list[str]], user_dir: Optional
             with open_dict(composed):
                 del composed["hydra"]
             try:
-                checked.append(check_all(module, composed, Context(name, choices, plain)))
+                checked.append(check_all(module, composed, Context(name, choices, plain, list(overrides))))
             except TrainlabError as error:
                 fail(where + str(error))
     return checked
@@ -220,7 +221,8 @@ def job(module, name: str, checked: Optional[dict] = None) -> Callable:
             config = checked_here.get("*", checked_here.get(job_key(hydra_cfg.overrides.task)))
             if config is None:
                 context = Context(name, dict(hydra_cfg.runtime.choices),
-                                  lambda extra: compose(module.CONFIG, overrides=extra))
+                                  lambda extra: compose(module.CONFIG, overrides=extra),
+                                  list(hydra_cfg.overrides.task))
                 config = check_all(module, cfg, context)
                 sweeps.log.info("config checked in the job")
             else:

@@ -49,23 +49,9 @@ def settings(cfg) -> dict[str, Any]:
 
 def checkpoint_path(value: Any) -> Optional[Path]:
     """`checkpoint`: null, a checkpoint file, or a trainlab run folder (its checkpoints/best.pt)."""
-    from trainlab.checks import bad
-    from trainlab.errors import ConfigError
+    from trainlab.commands.eval import checkpoint_file
 
-    if value is None:
-        return None
-    if not isinstance(value, str) or not value.strip():
-        raise bad("checkpoint", value, "must be a path to a best.pt/last.pt or a trainlab run folder (or null)")
-    path = Path(value).expanduser()
-    if path.is_dir():
-        if not (path / "checkpoints" / "best.pt").is_file():
-            raise ConfigError(f"checkpoint={value}: that folder has no checkpoints/best.pt; give a trainlab run "
-                              "folder (outputs/train/<date>/<time>) or a best.pt/last.pt file")
-        path = path / "checkpoints" / "best.pt"
-    if not path.is_file():
-        raise ConfigError(f"checkpoint={value}: no such file or folder; give a best.pt/last.pt or a trainlab "
-                          "run folder (outputs/train/<date>/<time>)")
-    return path
+    return None if value is None else checkpoint_file(value, "checkpoint")
 
 
 def check(cfg, context) -> None:

@@ -61,7 +61,7 @@ def run(cfg, run_dir: Path) -> dict:
     """Train as `cfg` (checked) says, writing the run folder contract into `run_dir`; return the summary."""
     from omegaconf import OmegaConf
 
-    from trainlab import checkpoint, resume
+    from trainlab import checkpoint, resume, safety
     from trainlab.build import build_callbacks, build_experiment, build_trainer
     from trainlab.callbacks.base import RunInfo
     from trainlab.errors import TrainingDiverged
@@ -88,7 +88,7 @@ def run(cfg, run_dir: Path) -> dict:
     saver = next((cb for cb in callbacks.values() if hasattr(cb, "best_path")), None)
     start_epoch = 1
     if trainer_cfg.resume:
-        payload = resume.read(trainer_cfg.resume)  # checked before the folder was made
+        payload = resume.read(trainer_cfg.resume, safety.trusted_targets(cfg))  # checked before the folder was made
         start_epoch = resume.restore(trainer, payload, trainer_cfg.resume, run_dir, data.train)
         summary["resumed_from"] = str(checkpoint.resume_path(trainer_cfg.resume))
 
