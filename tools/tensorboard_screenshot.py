@@ -12,8 +12,8 @@ Chromium (Debian: apt-get install chromium):
 
 Chromium is driven over the DevTools protocol on a pipe (--remote-debugging-pipe: no port, no extra
 package), because two of the views need a click that a URL cannot express: the chart legends ("Matches")
-of Custom Scalars, and the HParams columns (the dashboard shows the first 5 hyperparameters in
-alphabetical order; optimizer.lr is the 6th).
+of Custom Scalars, and the HParams columns (the dashboard shows the first 5 hyperparameters, those
+that differ first; the shot shows optimizer.lr and optimizer only).
 """
 
 from __future__ import annotations
