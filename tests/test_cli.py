@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 import subprocess
 import sys
 from datetime import datetime
@@ -354,14 +355,20 @@ def test_a_callback_of_ones_own_is_one_class_and_one_yaml(tmp_path):
 
 
 @pytest.mark.slow
-def test_interrupted_run_resumes_to_the_same_weights_as_an_uninterrupted_one(tmp_path):
+def test_a_killed_run_resumed_in_place_ends_as_if_left_alone(tmp_path):
+    """SIGKILL in the middle of training, then `trainlab train trainer.resume=<folder>` with no other
+    override: the run continues in its own folder, from its own config, to the same weights, metrics and
+    TensorBoard scalars (the points logged after last.pt superseded) as the same run left alone."""
     import os
     import signal
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     from conftest import trainlab_executable
 
     config = ["train", "dataset=synthetic", "dataset.num_train=600", "dataset.val_size=100", "model=mlp",
-              "model.hidden=[32]", "augmentation=flip", "trainer.batch_size=64", "trainer.epochs=40"]
+              "model.hidden=[32]", "augmentation=flip", "trainer.batch_size=64", "trainer.epochs=40",
+              "trainer.log_every=3"]
     straight = run_trainlab([*config, "hydra.run.dir=straight"], tmp_path)
     assert straight.returncode == 0, straight.stderr[-2000:]
 
@@ -369,27 +376,62 @@ def test_interrupted_run_resumes_to_the_same_weights_as_an_uninterrupted_one(tmp
     process = subprocess.Popen([trainlab_executable(), *config, "hydra.run.dir=cut"], cwd=tmp_path, env=env,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     for line in process.stdout:
-        if line.startswith("epoch  2/40"):
-            process.send_signal(signal.SIGINT)
+        if line.startswith("epoch  3/40"):
+            time.sleep(0.1)  # somewhere inside a later epoch
+            process.send_signal(signal.SIGKILL)
             break
-    _, stderr = process.communicate(timeout=120)
-    assert process.returncode == 130, stderr[-2000:]
-    assert "trainer.resume=" in stderr
-    summary = json.loads((tmp_path / "cut" / "summary.json").read_text())
-    assert summary["status"] == "interrupted"
+    process.communicate(timeout=120)
     stopped_at = torch.load(tmp_path / "cut" / "checkpoints" / "last.pt", weights_only=True)["epoch"]
-    assert 2 <= stopped_at < 40
+    assert 3 <= stopped_at < 40
+    original = {name: (tmp_path / "cut" / ".hydra" / name).read_bytes() for name in ("config.yaml", "overrides.yaml")}
 
-    resumed = run_trainlab([*config, "trainer.resume=cut", "hydra.run.dir=resumed"], tmp_path)
+    resumed = run_trainlab(["train", "trainer.resume=cut"], tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert f"at epoch {stopped_at + 1}" in resumed.stdout
-    ours = torch.load(tmp_path / "resumed" / "checkpoints" / "last.pt", weights_only=True)
+    assert not (tmp_path / "outputs").exists(), "resumed in place: no new run folder"
+    assert {n: (tmp_path / "cut" / ".hydra" / n).read_bytes() for n in original} == original
+    ours = torch.load(tmp_path / "cut" / "checkpoints" / "last.pt", weights_only=True)
     reference = torch.load(tmp_path / "straight" / "checkpoints" / "last.pt", weights_only=True)
     assert ours["step"] == reference["step"] and ours["epoch"] == 40
     for key, tensor in reference["model"].items():
         assert torch.equal(ours["model"][key], tensor), key
-    summaries = [json.loads((tmp_path / name / "summary.json").read_text()) for name in ("straight", "resumed")]
+    summaries = [json.loads((tmp_path / name / "summary.json").read_text()) for name in ("straight", "cut")]
     assert summaries[0]["best"] == summaries[1]["best"] and summaries[0]["test"] == summaries[1]["test"]
+    assert summaries[1]["choices"] == summaries[0]["choices"], "the run's own choices, not the defaults'"
+    runs = {}
+    for name in ("straight", "cut"):
+        events = EventAccumulator(str(tmp_path / name / "tensorboard"), size_guidance={"scalars": 0})
+        events.Reload()
+        runs[name] = {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in ("train/loss", "val/acc")}
+    for tag in ("train/loss", "val/acc"):
+        steps = [step for step, _ in runs["cut"][tag]]
+        assert steps == sorted(set(steps)), f"{tag}: duplicated or out-of-order points"
+        assert runs["cut"][tag] == runs["straight"][tag], tag
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name, code", [("SIGTERM", 143), ("SIGINT", 130)])
+def test_a_signal_ends_a_run_as_interrupted_with_how_to_continue(tmp_path, name, code):
+    """SIGTERM (a scheduler's) and Ctrl-C stop at the next step boundary: status interrupted, the signal and
+    the step in summary.json, the command that continues, no traceback."""
+    import os
+    import signal
+
+    from conftest import trainlab_executable
+
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    process = subprocess.Popen([trainlab_executable(), "train", *QUICK, "trainer.epochs=400", "hydra.run.dir=run"],
+                               cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in process.stdout:
+        if line.startswith("epoch   2/400"):
+            process.send_signal(getattr(signal, name))
+            break
+    _, stderr = process.communicate(timeout=300)
+    assert process.returncode == code, stderr[-2000:]
+    assert "Traceback" not in stderr
+    assert f"continue with: trainlab train trainer.resume={tmp_path / 'run'}" in stderr
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["status"] == "interrupted" and summary["signal"] == name and summary["steps"] > 0
 
 
 @pytest.mark.slow
@@ -399,7 +441,7 @@ def test_resume_refuses_a_different_config(tmp_path):
     result = run_trainlab(["train", *QUICK, "trainer.epochs=2", "optimizer.lr=0.1", "trainer.resume=first"],
                           tmp_path)
     assert result.returncode == 2
-    assert "optimizer.lr=0.1" in result.stderr and "use its config" in result.stderr
+    assert "optimizer.lr=0.1" in result.stderr and "leave optimizer.lr out" in result.stderr
     finished = run_trainlab(["train", *QUICK, "trainer.epochs=2", "trainer.resume=first"], tmp_path)
     assert finished.returncode == 2 and "already finished" in finished.stderr
     missing = run_trainlab(["train", *QUICK, "trainer.resume=nowhere"], tmp_path)

@@ -19,7 +19,8 @@ FORMAT = "trainlab-checkpoint-v1"
 
 
 def save_atomic(payload: dict, path: Path) -> None:
-    """torch.save to a temporary file beside `path`, then rename: a crash never leaves half a file."""
+    """torch.save to a temporary file beside `path`, flushed and fsynced, then renamed over it and the folder
+    fsynced: a crash never leaves half a file, and the older good file stays until the new one is complete."""
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     umask = os.umask(0)
@@ -34,6 +35,21 @@ def save_atomic(payload: dict, path: Path) -> None:
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+    sync_folder(path.parent)
+
+
+def sync_folder(folder: Path) -> None:
+    """fsync a folder, so a rename in it survives a power cut (POSIX; Windows cannot open a folder)."""
+    try:
+        handle = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(handle)
+    except OSError:
+        pass
+    finally:
+        os.close(handle)
 
 
 def resume_path(value: str) -> Path:

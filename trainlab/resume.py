@@ -74,21 +74,97 @@ def read(value: str, trusted: Iterable[str] = ()) -> dict:
     return payload
 
 
-def check(cfg, defaults: Optional[Callable[[], dict]] = None) -> dict:
+def run_folder(value: str) -> Optional[Path]:
+    """The run folder trainer.resume continues in place: the folder given, or the run a
+    <run>/checkpoints/last.pt belongs to; None for a last.pt elsewhere (then a new folder is made)."""
+    path = Path(value).expanduser()
+    if path.is_dir():
+        return path.resolve()
+    if path.parent.name == "checkpoints" and (path.parent.parent / ".hydra").is_dir():
+        return path.parent.parent.resolve()
+    return None
+
+
+def given_keys(typed: Iterable[str], choices: dict) -> tuple[set[str], set[str]]:
+    """(groups, keys) the command line set: `optimizer=sgd` chooses a group, `optimizer.lr=0.1` sets a key
+    (Hydra's own keys aside)."""
+    groups, keys = set(), set()
+    for item in typed:
+        name, sep, _ = str(item).partition("=")
+        key = name.lstrip("+~")
+        if not sep and not name.startswith("~") or key == "hydra" or key.startswith(("hydra.", "hydra/")):
+            continue
+        (groups if "." not in key and key in choices else keys).add(key)
+    return groups, keys
+
+
+def _section_option(section: Any) -> Any:
+    return section.get("_target_") if isinstance(section, dict) else None
+
+
+def continued_config(ours: dict, theirs: dict, groups: set[str], keys: set[str]) -> dict:
+    """The config a resumed run continues with when the command line gave only some keys: the checkpoint's
+    run config (`theirs`), with the groups and keys the command line gave taken from this composition
+    (`ours`; resume.differences then refuses those that make it another run), and keys the checkpoint's run
+    did not have yet (the configs gained them later) at this composition's value, within a section of the
+    same option."""
+    import copy
+
+    effective = copy.deepcopy(theirs)
+    for name, section in ours.items():
+        if name in groups or name not in effective:
+            effective[name] = copy.deepcopy(section)
+    flat_ours, flat_effective = flatten(ours), flatten(effective)
+    for key, value in flat_ours.items():
+        top = key.split(".", 1)[0]
+        typed = key in keys or any(key.startswith(k + ".") for k in keys)
+        later = (key not in flat_effective and not any(k.startswith(key + ".") for k in flat_effective)
+                 and _section_option(ours.get(top)) == _section_option(theirs.get(top))
+                 and not any(".".join(key.split(".")[:i]) in flat_effective for i in range(1, key.count(".") + 1)))
+        if top not in groups and (typed or later):
+            node, parts = effective, key.split(".")
+            for part in parts[:-1]:
+                if not isinstance(node.get(part), dict):
+                    node[part] = {}
+                node = node[part]
+            node[parts[-1]] = copy.deepcopy(value)
+    return effective
+
+
+def check(cfg, defaults: Optional[Callable[[], dict]] = None, typed: Optional[list[str]] = None,
+          choices: Optional[dict] = None) -> dict:
     """Read trainer.resume's last.pt and refuse, naming the key, when it cannot be continued by `cfg`;
     return the checkpoint's payload. `defaults()` gives the config the same choices compose to without
-    overrides (resolved, plain), for keys the checkpoint's run did not have."""
+    overrides (resolved, plain), for keys the checkpoint's run did not have. `typed`: the overrides the
+    command line gave (None: unknown, then all of `cfg` must agree); with them, the keys the command line
+    left out come from the checkpoint's run (continued_config) and `cfg` is replaced, in place, by that
+    config, so the overrides of the first run need not be repeated."""
+    from omegaconf import open_dict
+
+    from trainlab.config import validate
+
     value = cfg.trainer.resume
     payload = read(value, safety.trusted_targets(cfg))
     ours = OmegaConf.to_container(cfg, resolve=True)
+    if typed is not None:
+        groups, keys = given_keys(typed, choices or {})
+        ours = continued_config(ours, payload["config"], groups, keys)
+        ours["trainer"]["resume"] = value
     found = differences(ours, payload["config"], defaults() if defaults is not None else None)
     if found:
         key, mine, before = found[0]
         raise ConfigError(f"trainer.resume={value}: this run has {key}={mine!r} but the checkpoint's run had "
-                          f"{before!r}; resuming continues that same run, so use its config"
-                          + (f" ({len(found) - 1} more keys differ)" if len(found) > 1 else ""))
-    if payload["epoch"] >= cfg.trainer.epochs:
+                          f"{before!r}; resuming continues that same run, so leave {key} out (or give it that "
+                          "value)" + (f" ({len(found) - 1} more keys differ)" if len(found) > 1 else ""))
+    if payload["epoch"] >= ours["trainer"]["epochs"]:
         raise ConfigError(f"trainer.resume={value}: that run already finished all {payload['epoch']} epochs")
+    if typed is not None:
+        effective = validate(OmegaConf.create(ours))
+        with open_dict(cfg):  # the dry build and the run see the config the run continues with
+            for key in list(cfg.keys()):
+                del cfg[key]
+            for key, node in effective.items():
+                cfg[key] = node
     return payload
 
 

@@ -34,6 +34,14 @@ from trainlab.evaluate import evaluate
 from trainlab.runtime import autocast
 
 
+class Interrupted(KeyboardInterrupt):
+    """Training stopped by a signal (SIGINT, SIGTERM) at a step boundary; `signal` is its number."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signal = signum
+
+
 @dataclass
 class FitResult:
     epochs_run: int
@@ -102,6 +110,7 @@ class Trainer:
         self.callbacks = CallbackList(callbacks)
         self.step = 0
         self.epoch = 0
+        self.stop_signal: Optional[int] = None  # set by a signal handler: stop at the next step boundary
         self.skipped = 0  # batches skipped for a non-finite loss (skip_nonfinite)
         self.train_loader = None  # during fit
         self.val_loader = None
@@ -242,6 +251,8 @@ class Trainer:
             logging = (self.step + 1) % self.log_every == 0 or index == last
             lrs_used = self.lrs() if logging else None  # the rates this step uses (the schedule moves them after)
             norm = self.optimizer_step(want_norm=logging)
+            if self.stop_signal is not None:  # Ctrl-C or SIGTERM: here, between steps, not inside one
+                raise Interrupted(self.stop_signal)
             window_steps += 1
             if norm is not None:
                 grad_norm = norm

@@ -33,6 +33,7 @@ class TensorBoard(Callback):
         self.flush_secs = require("flush_secs", flush_secs, lambda v: is_int(v) and v >= 1, "a whole number >= 1")
         self._writer = None
         self.closed = False
+        self.purge_step = None  # a resumed run: events at or after its step, from before, are superseded
 
     @property
     def writer(self):
@@ -41,7 +42,8 @@ class TensorBoard(Callback):
                 and self.run.run_dir is not None:
             from torch.utils.tensorboard import SummaryWriter  # heavy import: only when a run logs
 
-            self._writer = SummaryWriter(log_dir=str(self.run.run_dir / "tensorboard"), flush_secs=self.flush_secs)
+            self._writer = SummaryWriter(log_dir=str(self.run.run_dir / "tensorboard"), flush_secs=self.flush_secs,
+                                         purge_step=self.purge_step)
         return self._writer
 
     @writer.setter
@@ -49,6 +51,8 @@ class TensorBoard(Callback):
         self._writer = writer
 
     def on_fit_start(self, trainer, start_epoch: int) -> None:
+        if start_epoch > 1 and self._writer is None:  # points an interrupted run logged after its last.pt go
+            self.purge_step = trainer.step + 1
         if self.run.config and start_epoch == 1 and self.writer is not None:  # a resumed run has them already
             self.writer.add_custom_scalars(TRAIN_VAL_LAYOUT)
             self.writer.add_text("config", config_text(self.run.config), 0)

@@ -244,9 +244,11 @@ def job(module, name: str, checked: Optional[dict] = None) -> Callable:
             return sweeps.returned(None) if name == "train" else None
         except KeyboardInterrupt:
             if name == "train":
-                print("trainlab: interrupted; continue with: trainlab train <same overrides> "
-                      f"trainer.resume={run_dir}", file=sys.stderr)
-            sys.exit(130)
+                print(f"trainlab: interrupted; continue with: trainlab train trainer.resume={run_dir}",
+                      file=sys.stderr)
+            import signal
+
+            sys.exit(143 if getattr(sys.exc_info()[1], "signal", None) == signal.SIGTERM else 130)
         except Exception as error:  # a bug or a library's error: in a sweep, the other jobs still run
             if not sweeping:
                 raise
@@ -284,6 +286,17 @@ def report_sweep(sweep_dir: Path, status: Any = 0) -> None:
         sys.exit(status)
     if failed:
         sys.exit(1)
+
+
+def resumed_folder(name: str, args: list[str], cwd: Path) -> Optional[Path]:
+    """The run folder `trainlab train trainer.resume=...` continues in place (checked already), or None."""
+    value = override_value(args, "trainer.resume") if name == "train" else None
+    if value in (None, "null", ""):
+        return None
+    from trainlab.resume import run_folder
+
+    path = Path(value).expanduser()
+    return run_folder(str(path if path.is_absolute() else cwd / path))
 
 
 def run_command(name: str, args: list[str], cwd: Optional[Path] = None, now: Optional[datetime] = None) -> None:
@@ -324,10 +337,16 @@ def run_command(name: str, args: list[str], cwd: Optional[Path] = None, now: Opt
     if checked is None:  # Hydra reports the composition error itself (before any folder is made)
         return hydra_main(module, name, argv, job(module, name))
     given = override_value(args, "hydra.run.dir")
+    continued = resumed_folder(name, args, cwd)
     if given is not None:
-        if holds_run(Path(given)):
+        if holds_run(Path(given)) and (continued is None or (cwd / given).resolve() != continued):
             fail(f"hydra.run.dir={given}: that folder already holds a run; nothing in it was changed. "
                  f"Continue it with trainer.resume={given}, or choose a new hydra.run.dir")
+    elif continued is not None:  # resume in place: the run goes on in its own folder
+        argv.append(f"hydra.run.dir={continued.as_posix()}")
     else:
         argv.append(f"hydra.run.dir={claim_run_dir(cwd / 'outputs' / name, now).as_posix()}")
+    if continued is not None and (given is None or (cwd / given).resolve() == continued):
+        # Hydra writes config.yaml/overrides.yaml into hydra.output_subdir: the run's own .hydra stays as it was
+        argv.append(f"hydra.output_subdir=.hydra/resumed-{now:%Y-%m-%d_%H-%M-%S}")
     hydra_main(module, name, argv, job(module, name, {"*": checked[0]}))

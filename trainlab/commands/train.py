@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -19,7 +20,8 @@ def check(cfg, context) -> None:
     if cfg.trainer.resume:
         from trainlab import resume
 
-        resume.check(cfg, context.defaults if context.compose is not None else None)
+        resume.check(cfg, context.defaults if context.compose is not None else None,
+                     getattr(context, "overrides", None), getattr(context, "choices", None))
 
 
 def write_summary(path: Path, summary: dict) -> None:
@@ -36,6 +38,51 @@ def choices() -> dict[str, Any]:
         return {}
     picked = HydraConfig.get().runtime.choices
     return {group: picked.get(group) for group in REPORTED_GROUPS if group in picked}
+
+
+@contextlib.contextmanager
+def stopping_at_a_step(trainer):
+    """While training: the first SIGINT or SIGTERM asks the Trainer to stop at the next step boundary (it
+    raises train.Interrupted there: the run ends as interrupted, with how to continue); a second one
+    stops at once. Only from the main thread (signal handlers live there)."""
+    import signal
+    import threading
+
+    from trainlab.train import Interrupted
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def asked(signum, frame):
+        if trainer.stop_signal is not None:
+            raise Interrupted(signum)
+        trainer.stop_signal = signum
+
+    previous = {sig: signal.signal(sig, asked) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if trainer.stop_signal is not None:  # asked during the last validation: stop before testing
+        raise Interrupted(trainer.stop_signal)
+
+
+def signal_name(stop: KeyboardInterrupt) -> str:
+    import signal
+
+    return signal.Signals(getattr(stop, "signal", signal.SIGINT)).name
+
+
+def versions() -> dict[str, str]:
+    """What wrote a checkpoint: trainlab, torch, torchvision (for eval and fine-tuning elsewhere)."""
+    import torch
+    import torchvision
+
+    from trainlab import __version__
+
+    return {"trainlab": str(__version__), "torch": str(torch.__version__), "torchvision": str(torchvision.__version__)}
 
 
 def best_from_history(history: list[dict], monitor: str, mode: str) -> dict:
@@ -68,13 +115,16 @@ def run(cfg, run_dir: Path) -> dict:
 
     started = time.perf_counter()
     trainer_cfg = cfg.trainer
+    # read (and checked) before the folder was made; its choices: the run's own when the overrides are left out
+    payload = resume.read(trainer_cfg.resume, safety.trusted_targets(cfg)) if trainer_cfg.resume else None
+    picked = (payload.get("choices") if payload else None) or choices()
     experiment = build_experiment(cfg, resuming=bool(trainer_cfg.resume))
     data = experiment.data
     plain_cfg = OmegaConf.to_container(cfg, resolve=True)
     summary: dict[str, Any] = {
         "status": "running", "run_dir": str(run_dir), "device": str(experiment.device), "params": experiment.params,
         "trainable_params": experiment.transfer["trainable_params"], "init": experiment.init_report,
-        "transfer": experiment.transfer, "choices": choices(), "epochs": trainer_cfg.epochs, "epochs_run": 0,
+        "transfer": experiment.transfer, "choices": picked, "epochs": trainer_cfg.epochs, "epochs_run": 0,
         "stopped_early": None, "ema": (cfg.callbacks.get("ema") or {}).get("decay"),
         "best_from_ema": experiment.monitor.startswith("val_ema/"),
         "train_size": data.train.num_samples, "val_size": data.val.num_samples, "test_size": data.test.num_samples,
@@ -82,13 +132,12 @@ def run(cfg, run_dir: Path) -> dict:
     run = RunInfo(run_dir=run_dir, monitor=experiment.monitor, mode=trainer_cfg.mode, config=plain_cfg,
                   summary=summary, input_shape=data.input_shape, notices=experiment.notices, data=data,
                   checkpoint_extra={"preprocess": data.preprocess.state_dict(), "config": plain_cfg,
-                                    "classes": data.classes})
+                                    "classes": data.classes, "choices": picked, "versions": versions()})
     callbacks = build_callbacks(cfg, run)
     trainer = build_trainer(experiment, callbacks)
     saver = next((cb for cb in callbacks.values() if hasattr(cb, "best_path")), None)
     start_epoch = 1
-    if trainer_cfg.resume:
-        payload = resume.read(trainer_cfg.resume, safety.trusted_targets(cfg))  # checked before the folder was made
+    if payload is not None:
         start_epoch = resume.restore(trainer, payload, trainer_cfg.resume, run_dir, data.train)
         summary["resumed_from"] = str(checkpoint.resume_path(trainer_cfg.resume))
 
@@ -98,7 +147,8 @@ def run(cfg, run_dir: Path) -> dict:
 
     fit = None
     try:
-        fit = trainer.fit(data.train, data.val, trainer_cfg.epochs, start_epoch=start_epoch)
+        with stopping_at_a_step(trainer):
+            fit = trainer.fit(data.train, data.val, trainer_cfg.epochs, start_epoch=start_epoch)
         if saver is not None and saver.best_path.is_file():
             experiment.model.load_state_dict(checkpoint.load(saver.best_path, map_location=experiment.device)["model"])
         tested = time.perf_counter()
@@ -113,8 +163,9 @@ def run(cfg, run_dir: Path) -> dict:
             train_samples_per_s=fit.samples_seen / max(fit.train_seconds, 1e-9), steps=trainer.step,
             skipped_batches=trainer.skipped,
         )
-    except KeyboardInterrupt:
-        summary.update(status="interrupted", best=best(), steps=trainer.step)
+    except KeyboardInterrupt as stop:
+        summary.update(status="interrupted", signal=signal_name(stop),
+                       best=best(), steps=trainer.step)
         write_summary(run_dir / "summary.json", summary)
         raise
     except TrainingDiverged as error:
