@@ -111,6 +111,8 @@ class FakeTrainer:
         weights = {"w": torch.full((2,), float(epoch))}
         self.model = SimpleNamespace(state_dict=lambda: weights)
         self.state = {"step": 10 * epoch}
+        self.fired: list[str] = []  # events the callback fires on the Trainer's callbacks (on_checkpoint)
+        self.callbacks = SimpleNamespace(fire=lambda event, *args: self.fired.append(event))
 
     def state_dict(self) -> dict:
         return self.state
@@ -119,7 +121,10 @@ class FakeTrainer:
 def update(ckpt: Checkpoint, epoch: int, value: float, metric: str) -> bool:
     """One epoch end, as the Trainer fires it; returns whether the callback marked the epoch best."""
     end = EpochEnd(epoch=epoch, epochs=99, metrics={metric: value, "train/loss": 1.0 / epoch}, lr=0.1, seconds=1.0)
-    ckpt.on_epoch_end(FakeTrainer(epoch), end)
+    trainer = FakeTrainer(epoch)
+    ckpt.on_epoch_end(trainer, end)
+    writes_last = ckpt.save_last and ckpt.folder is not None
+    assert trainer.fired == (["on_checkpoint"] if writes_last else [])  # TensorBoard flushes before last.pt
     return end.is_best
 
 

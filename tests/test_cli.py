@@ -356,9 +356,11 @@ def test_a_callback_of_ones_own_is_one_class_and_one_yaml(tmp_path):
 
 @pytest.mark.slow
 def test_a_killed_run_resumed_in_place_ends_as_if_left_alone(tmp_path):
-    """SIGKILL in the middle of training, then `trainlab train trainer.resume=<folder>` with no other
-    override: the run continues in its own folder, from its own config, to the same weights, metrics and
-    TensorBoard scalars (the points logged after last.pt superseded) as the same run left alone."""
+    """SIGKILL in the middle of an epoch, then `trainlab train trainer.resume=<folder>` with no other
+    override: the run continues in its own folder, from its own config, inside the epoch where its last.pt
+    was written (trainer.checkpoint_every_steps), to the same weights, metrics and TensorBoard scalars (the
+    points logged after last.pt superseded) as the same run left alone. Dropout and flips draw randomness
+    in every step, so any lost or repeated draw would show."""
     import os
     import signal
 
@@ -367,32 +369,41 @@ def test_a_killed_run_resumed_in_place_ends_as_if_left_alone(tmp_path):
     from conftest import trainlab_executable
 
     config = ["train", "dataset=synthetic", "dataset.num_train=600", "dataset.val_size=100", "model=mlp",
-              "model.hidden=[32]", "augmentation=flip", "trainer.batch_size=64", "trainer.epochs=40",
-              "trainer.log_every=3"]
+              "model.hidden=[32]", "model.dropout=0.2", "augmentation=flip", "trainer.batch_size=8",
+              "trainer.epochs=6", "trainer.log_every=3", "trainer.checkpoint_every_steps=5"]
     straight = run_trainlab([*config, "hydra.run.dir=straight"], tmp_path)
     assert straight.returncode == 0, straight.stderr[-2000:]
 
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     process = subprocess.Popen([trainlab_executable(), *config, "hydra.run.dir=cut"], cwd=tmp_path, env=env,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    for line in process.stdout:
-        if line.startswith("epoch  3/40"):
-            time.sleep(0.1)  # somewhere inside a later epoch
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    last = tmp_path / "cut" / "checkpoints" / "last.pt"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and process.poll() is None:  # kill it early in epoch 3 (63 batches each)
+        try:
+            payload = torch.load(last, weights_only=True)  # written atomically: never half a file
+        except FileNotFoundError:
+            payload = {}
+        if payload.get("epoch", 0) >= 2 and payload.get("progress") and payload["progress"]["batch"] < 30:
             process.send_signal(signal.SIGKILL)
             break
+        time.sleep(0.005)
     process.communicate(timeout=120)
-    stopped_at = torch.load(tmp_path / "cut" / "checkpoints" / "last.pt", weights_only=True)["epoch"]
-    assert 3 <= stopped_at < 40
+    assert process.returncode == -signal.SIGKILL, "killed before it finished"
+    cut = torch.load(last, weights_only=True)
+    assert cut["progress"] is not None and 0 < cut["progress"]["batch"] < 63, "last.pt from inside an epoch"
+    stopped_at = cut["epoch"]
     original = {name: (tmp_path / "cut" / ".hydra" / name).read_bytes() for name in ("config.yaml", "overrides.yaml")}
 
     resumed = run_trainlab(["train", "trainer.resume=cut"], tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
-    assert f"at epoch {stopped_at + 1}" in resumed.stdout
+    assert f"at epoch {stopped_at + 1} (inside it: batch {cut['progress']['batch'] + 1}, step {cut['step'] + 1})" \
+        in resumed.stdout.replace("\n", " ")
     assert not (tmp_path / "outputs").exists(), "resumed in place: no new run folder"
     assert {n: (tmp_path / "cut" / ".hydra" / n).read_bytes() for n in original} == original
     ours = torch.load(tmp_path / "cut" / "checkpoints" / "last.pt", weights_only=True)
     reference = torch.load(tmp_path / "straight" / "checkpoints" / "last.pt", weights_only=True)
-    assert ours["step"] == reference["step"] and ours["epoch"] == 40
+    assert ours["step"] == reference["step"] and ours["epoch"] == 6
     for key, tensor in reference["model"].items():
         assert torch.equal(ours["model"][key], tensor), key
     summaries = [json.loads((tmp_path / name / "summary.json").read_text()) for name in ("straight", "cut")]
@@ -402,8 +413,9 @@ def test_a_killed_run_resumed_in_place_ends_as_if_left_alone(tmp_path):
     for name in ("straight", "cut"):
         events = EventAccumulator(str(tmp_path / name / "tensorboard"), size_guidance={"scalars": 0})
         events.Reload()
-        runs[name] = {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in ("train/loss", "val/acc")}
-    for tag in ("train/loss", "val/acc"):
+        runs[name] = {tag: [(e.step, e.value) for e in events.Scalars(tag)]
+                      for tag in ("train/loss", "train/acc", "val/acc")}
+    for tag in ("train/loss", "train/acc", "val/acc"):
         steps = [step for step, _ in runs["cut"][tag]]
         assert steps == sorted(set(steps)), f"{tag}: duplicated or out-of-order points"
         assert runs["cut"][tag] == runs["straight"][tag], tag
@@ -432,6 +444,9 @@ def test_a_signal_ends_a_run_as_interrupted_with_how_to_continue(tmp_path, name,
     assert f"continue with: trainlab train trainer.resume={tmp_path / 'run'}" in stderr
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["status"] == "interrupted" and summary["signal"] == name and summary["steps"] > 0
+    last = torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=True)
+    assert last["step"] == summary["steps"], "last.pt of the step the signal stopped at"
+    assert last["progress"]["epoch"] == last["epoch"] + 1 and last["progress"]["batch"] >= 1
 
 
 @pytest.mark.slow

@@ -156,7 +156,7 @@ def build_trainer(experiment: Experiment, callbacks: dict[str, Callback]) -> Tra
     return Trainer(experiment.model, experiment.optimizer, experiment.scheduler, experiment.device, steps=steps,
                    amp_dtype=experiment.amp_dtype, log_every=trainer.log_every, monitor=experiment.monitor,
                    forward=experiment.forward, mix=experiment.data.mix, penalty=experiment.penalty,
-                   callbacks=callbacks)
+                   callbacks=callbacks, checkpoint_every_steps=trainer.checkpoint_every_steps)
 
 
 # ---------------------------------------------------------------- the check before anything is touched

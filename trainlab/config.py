@@ -49,6 +49,7 @@ class TrainerSchema:
     compile: bool = False
     channels_last: str = "auto"
     resume: Optional[str] = free(None)
+    checkpoint_every_steps: Optional[int] = free(None)  # last.pt inside epochs too (where a resume continues)
     clip_grad_norm: Optional[float] = None
     clip_grad_value: Optional[float] = None
     accumulate: int = 1
@@ -130,6 +131,8 @@ TRAINER_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "channels_last": (lambda v: v.lower() in SWITCHES, "auto, true or false"),
     "clip_grad_norm": (_off_or_positive, "null (off) or a number > 0"),
     "clip_grad_value": (_off_or_positive, "null (off) or a number > 0"),
+    "checkpoint_every_steps": (lambda v: v is None or _positive_int(v),
+                               "null (at epoch ends only) or a whole number >= 1 (optimizer steps)"),
     "accumulate": (_positive_int, "a whole number >= 1 (micro-batches per optimizer step)"),
     "l1": (_non_negative, "a number >= 0"),
     "l2": (_non_negative, "a number >= 0"),

@@ -93,6 +93,7 @@ class Trainer:
         mix: Optional[Callable] = None,
         penalty: Optional[Callable[[], torch.Tensor]] = None,
         callbacks: Optional[dict[str, Callback]] = None,
+        checkpoint_every_steps: Optional[int] = None,
     ):
         self.model = model
         self.forward = forward or model  # e.g. torch.compile(model); state dicts always come from `model`
@@ -108,6 +109,8 @@ class Trainer:
         self.mix = mix  # batch-level mixing (mixup/cutmix): (images, labels, generator) -> (images, soft targets)
         self.penalty = penalty
         self.callbacks = CallbackList(callbacks)
+        self.checkpoint_every_steps = checkpoint_every_steps  # a save point inside epochs (None: epoch ends only)
+        self.resume_progress: Optional[dict] = None  # where a resumed run starts inside its first epoch
         self.step = 0
         self.epoch = 0
         self.stop_signal: Optional[int] = None  # set by a signal handler: stop at the next step boundary
@@ -192,24 +195,33 @@ class Trainer:
 
     # ------------------------------------------------------------ one epoch
 
-    def train_epoch(self, loader) -> dict[str, float]:
+    def train_epoch(self, loader, progress: Optional[dict] = None) -> dict[str, float]:
         """One pass over `loader`; returns the epoch's mean train/loss, train/acc, samples and the lr of its
-        last optimizer step."""
+        last optimizer step. `progress` (from a last.pt written inside this epoch): continue from its batch
+        with its running sums, the loader already positioned there (loader.continue_epoch)."""
         self.model.train()
-        loss_sum = torch.zeros((), device=self.device)
+        zero = torch.zeros((), device=self.device)
+        loss_sum, window_loss, window_penalty = zero.clone(), zero.clone(), zero.clone()
         correct = torch.zeros((), device=self.device, dtype=torch.long)
-        window_loss = torch.zeros((), device=self.device)
-        window_penalty = torch.zeros((), device=self.device)
         window_batches = window_steps = 0
         grad_norm = None
         seen = 0
+        last_lr = self.lr
+        in_a_row = 0  # non-finite batches skipped in a row (skip_nonfinite)
+        start = 0
+        if progress is not None:
+            sums = progress["sums"].to(self.device)
+            loss_sum.fill_(sums[0]), window_loss.fill_(sums[1]), window_penalty.fill_(sums[2])
+            correct.fill_(progress["correct"])
+            grad_norm = progress["grad_norm"].to(self.device) if progress.get("grad_norm") is not None else None
+            start, seen, last_lr, in_a_row = progress["batch"], progress["seen"], progress["lr"], progress["in_a_row"]
+            window_batches, window_steps = progress["window_batches"], progress["window_steps"]
         batches = len(loader)
         last = batches - 1
         k = self.settings.accumulate
         smoothing = self.settings.label_smoothing
-        last_lr = self.lr
-        in_a_row = 0  # non-finite batches skipped in a row (skip_nonfinite)
-        for index, (images, labels) in enumerate(loader):
+        every = self.checkpoint_every_steps
+        for index, (images, labels) in enumerate(loader, start=start):
             position = index % k
             group = min(k, batches - (index - position))  # micro-batches in this optimizer step
             stepping = position == group - 1
@@ -251,8 +263,6 @@ class Trainer:
             logging = (self.step + 1) % self.log_every == 0 or index == last
             lrs_used = self.lrs() if logging else None  # the rates this step uses (the schedule moves them after)
             norm = self.optimizer_step(want_norm=logging)
-            if self.stop_signal is not None:  # Ctrl-C or SIGTERM: here, between steps, not inside one
-                raise Interrupted(self.stop_signal)
             window_steps += 1
             if norm is not None:
                 grad_norm = norm
@@ -269,6 +279,16 @@ class Trainer:
                 window_loss.zero_()
                 window_penalty.zero_()
                 window_batches = window_steps = 0
+            signalled = self.stop_signal is not None  # Ctrl-C or SIGTERM: stop here, between steps
+            if signalled or (every and self.step % every == 0 and index != last):
+                self.callbacks.fire("on_save_point", self, {
+                    "batch": index + 1, "order": loader.epoch_order, "seen": seen, "lr": last_lr,
+                    "sums": torch.stack([loss_sum, window_loss, window_penalty]).cpu(), "correct": int(correct),
+                    "grad_norm": grad_norm.detach().cpu() if grad_norm is not None else None,
+                    "window_batches": window_batches, "window_steps": window_steps, "in_a_row": in_a_row,
+                    "epoch": self.epoch})
+            if signalled:
+                raise Interrupted(self.stop_signal)
         loss_mean, right = torch.stack([loss_sum / max(seen, 1), correct.float()]).tolist()
         return {"train/loss": loss_mean, "train/acc": right / max(seen, 1), "samples": seen, "lr": last_lr}
 
@@ -294,10 +314,12 @@ class Trainer:
 
     # ------------------------------------------------------------ resumable state
 
-    def state_dict(self) -> dict:
-        """What last.pt needs beyond the weights to continue exactly where training stopped."""
+    def state_dict(self, progress: Optional[dict] = None) -> dict:
+        """What last.pt needs beyond the weights to continue exactly where training stopped; `progress`:
+        the position and running sums of an epoch stopped inside (a save point)."""
         state = {
             "step": self.step,
+            "skipped": self.skipped,
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "rng": {"torch": torch.get_rng_state()},
@@ -309,6 +331,9 @@ class Trainer:
             state["rng"]["cuda"] = torch.cuda.get_rng_state_all()
         if self.scaler is not None:
             state["scaler"] = self.scaler.state_dict()
+        if progress is not None:
+            state["progress"] = {**progress, "order": progress["order"].cpu() if progress["order"] is not None
+                                 else None}
         return state
 
     def load_state_dict(self, payload: dict, train_loader) -> int:
@@ -317,6 +342,7 @@ class Trainer:
         self.optimizer.load_state_dict(payload["optimizer"])
         self.scheduler.load_state_dict(payload["scheduler"])
         self.step = payload["step"]
+        self.skipped = payload.get("skipped", 0)
         rng = payload["rng"]
         torch.set_rng_state(rng["torch"].cpu())
         if "loader" in rng:
@@ -326,6 +352,9 @@ class Trainer:
         if self.scaler is not None and "scaler" in payload:
             self.scaler.load_state_dict(payload["scaler"])
         self.callbacks.load_state_dict(payload.get("callbacks", {}))
+        self.resume_progress = payload.get("progress")
+        if self.resume_progress is not None:  # stopped inside an epoch: its next pass resumes at that batch
+            train_loader.continue_epoch(self.resume_progress["order"], self.resume_progress["batch"])
         return payload["epoch"] + 1
 
     # ------------------------------------------------------------ fit
@@ -340,7 +369,8 @@ class Trainer:
                 started = time.perf_counter()
                 self.epoch = epoch
                 self.callbacks.fire("on_epoch_start", self, epoch, epochs)
-                train_metrics = self.train_epoch(train_loader)
+                progress, self.resume_progress = self.resume_progress, None
+                train_metrics = self.train_epoch(train_loader, progress)
                 if not math.isfinite(train_metrics["train/loss"]):  # e.g. a NaN between log points of a mean
                     raise self.diverged(train_metrics["train/loss"], seen="in the epoch ending at")
                 trained = time.perf_counter()

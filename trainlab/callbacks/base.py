@@ -68,6 +68,11 @@ class Callback:
     def on_validation_end(self, trainer: "Trainer", metrics: dict[str, float]) -> None:
         """After the validation pass; a callback may add metrics (the EMA adds val_ema/*)."""
     def on_epoch_end(self, trainer: "Trainer", end: EpochEnd) -> None: ...
+    def on_save_point(self, trainer: "Trainer", progress: dict) -> None:
+        """Inside an epoch, after a step: every trainer.checkpoint_every_steps, and where a signal stops the
+        run. `progress` is the epoch's position and running sums (the checkpoint callback saves them)."""
+    def on_checkpoint(self, trainer: "Trainer") -> None:
+        """Just before last.pt is written: make what was logged so far durable (TensorBoard flushes)."""
     def on_fit_end(self, trainer: "Trainer", result: "FitResult", error: Optional[BaseException]) -> None:
         """Always called, also when fit ends by an exception (`error`)."""
     def on_test_end(self, trainer: "Trainer", summary: dict) -> None:

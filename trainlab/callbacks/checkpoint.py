@@ -1,4 +1,5 @@
-"""checkpoints/best.pt (by the monitored metric) and checkpoints/last.pt (everything to resume), each epoch."""
+"""checkpoints/best.pt (by the monitored metric) and checkpoints/last.pt (everything to resume): each epoch,
+and at save points inside one (trainer.checkpoint_every_steps, and the step where a signal stopped the run)."""
 
 from __future__ import annotations
 
@@ -56,7 +57,22 @@ class Checkpoint(Callback):
                        else {"weights": "model"})
             save_atomic({**common, **weights}, self.best_path)
         if self.save_last:
-            save_atomic({**common, **trainer.state_dict()}, self.last_path)
+            self.save_last_state(trainer, {**common, **trainer.state_dict()})
+
+    def on_save_point(self, trainer, progress: dict) -> None:
+        """last.pt inside epoch `progress["epoch"]`: its `epoch` is the last finished one, its `progress` the
+        position and running sums the Trainer continues the epoch from (no epoch metrics: none exist yet)."""
+        if self.folder is None or not self.save_last:
+            return
+        self.save_last_state(trainer, {"format": FORMAT, "epoch": progress["epoch"] - 1, "metrics": {},
+                                       "model": cpu_state(trainer.model.state_dict()), "best": self.best(),
+                                       **self.run.checkpoint_extra, **trainer.state_dict(progress)})
+
+    def save_last_state(self, trainer, payload: dict) -> None:
+        """What was logged up to this step is made durable first (on_checkpoint: TensorBoard flushes), so a
+        run resumed from this last.pt finds every point before its step and supersedes only later ones."""
+        trainer.callbacks.fire("on_checkpoint", trainer)
+        save_atomic(payload, self.last_path)
 
     def state_dict(self) -> dict:
         return {"best_value": self.best_value, "best_epoch": self.best_epoch}

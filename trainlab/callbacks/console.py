@@ -60,7 +60,9 @@ class Console(Callback):
         for line in transfer_lines(summary.get("transfer", {}), summary["params"]):
             self.info(line)
         if summary.get("resumed_from"):
-            self.info(f"resuming {summary['resumed_from']} at epoch {start_epoch}")
+            inside = trainer.resume_progress
+            where = f" (inside it: batch {inside['batch'] + 1}, step {trainer.step + 1})" if inside else ""
+            self.info(f"resuming {summary['resumed_from']} at epoch {start_epoch}{where}")
         self._stack = contextlib.ExitStack()
         self._stack.enter_context(self.reporter.fitting())
 

@@ -58,7 +58,7 @@ class Images(Callback):
 
         self.board = trainer.callbacks.find(TensorBoard)
         data = self.run.data
-        if self.augmented_batch and start_epoch == 1 and data is not None and self.writer is not None:
+        if self.augmented_batch and trainer.step == 0 and data is not None and self.writer is not None:
             self.writer.add_image("images/augmented_batch", augmented_grid(data, self.augmented_batch), 0)
 
     @property

@@ -51,9 +51,10 @@ class TensorBoard(Callback):
         self._writer = writer
 
     def on_fit_start(self, trainer, start_epoch: int) -> None:
-        if start_epoch > 1 and self._writer is None:  # points an interrupted run logged after its last.pt go
+        resumed = trainer.step > 0
+        if resumed and self._writer is None:  # points an interrupted run logged after its last.pt go
             self.purge_step = trainer.step + 1
-        if self.run.config and start_epoch == 1 and self.writer is not None:  # a resumed run has them already
+        if self.run.config and not resumed and self.writer is not None:  # a resumed run has them already
             self.writer.add_custom_scalars(TRAIN_VAL_LAYOUT)
             self.writer.add_text("config", config_text(self.run.config), 0)
 
@@ -68,6 +69,10 @@ class TensorBoard(Callback):
     def on_epoch_end(self, trainer, end: EpochEnd) -> None:
         metrics = {k: v for k, v in end.metrics.items() if k != "train/loss"}  # train/loss: per log interval
         self.scalars({**metrics, "epoch": end.epoch}, trainer.step)
+
+    def on_checkpoint(self, trainer) -> None:
+        if self._writer is not None:
+            self._writer.flush()
 
     def on_fit_end(self, trainer, result, error: Optional[BaseException]) -> None:
         if self._writer is not None:

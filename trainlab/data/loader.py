@@ -22,6 +22,27 @@ class BatchFinisher:
     normalize: Callable[[torch.Tensor], torch.Tensor]
     channels_last: bool
     generator: torch.Generator
+    shuffle: bool
+    epoch_order: Optional[torch.Tensor] = None  # the order of the epoch being drawn (None: not shuffled)
+    _continue_at: Optional[tuple[Optional[torch.Tensor], int]] = None
+
+    def continue_epoch(self, order: Optional[torch.Tensor], start: int) -> None:
+        """Make the next pass continue an epoch a checkpoint stopped inside: the same order, from batch
+        `start` (the generator state that goes with it is restored by the caller)."""
+        self._continue_at = (order, start)
+
+    def _epoch_start(self, count: int, device) -> tuple[Optional[torch.Tensor], int]:
+        """(order, first batch) of the pass beginning: a fresh permutation from the generator (when
+        shuffling), or the epoch continue_epoch() named."""
+        if self._continue_at is not None:
+            order, start = self._continue_at
+            self._continue_at = None
+            order = order.to(device) if order is not None else None
+        else:
+            order = torch.randperm(count, generator=self.generator, device=device) if self.shuffle else None
+            start = 0
+        self.epoch_order = order
+        return order, start
 
     def finish(self, images: torch.Tensor) -> torch.Tensor:
         if self.augment is not None:
@@ -79,9 +100,8 @@ class DeviceLoader(BatchFinisher):
         return math.ceil(self.num_samples / self.batch_size)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        device = self.images.device
-        order = torch.randperm(self.num_samples, generator=self.generator, device=device) if self.shuffle else None
-        for i in range(len(self)):
+        order, start = self._epoch_start(self.num_samples, self.images.device)
+        for i in range(start, len(self)):
             window = slice(i * self.batch_size, (i + 1) * self.batch_size)
             if order is None:
                 images, labels = self.images[window], self.labels[window]

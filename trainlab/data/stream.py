@@ -306,12 +306,10 @@ class StreamLoader(BatchFinisher):
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         n = self.num_samples
-        if self.shuffle:  # drawn like DeviceLoader's, on the device, from the same generator
-            order = torch.randperm(n, generator=self.generator, device=self.device).cpu()
-        else:
-            order = torch.arange(n)
+        order, start = self._epoch_start(n, self.device)  # drawn like DeviceLoader's, from the same generator
+        order = order.cpu() if order is not None else torch.arange(n)
         self._batches.batches = [order[i * self.batch_size:(i + 1) * self.batch_size].tolist()
-                                 for i in range(len(self))]
+                                 for i in range(start, len(self))]
         if not self._batches.batches:
             return
         try:
