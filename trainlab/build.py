@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
@@ -22,9 +23,10 @@ from trainlab.callbacks.base import Callback, RunInfo
 from trainlab.checks import KeyProblem
 from trainlab.config import effective_monitor, instantiate
 from trainlab.data import DataBundle, build_augmentation, build_data, build_mix
-from trainlab.data.datasets import DatasetShape, describe
+from trainlab.data.datasets import DatasetShape, check_files, describe
 from trainlab.data.preprocess import Preprocessor
-from trainlab.errors import ConfigError
+from trainlab.data.splits import val_count
+from trainlab.errors import MODEL_ADVICE, ConfigError
 from trainlab.init import apply_init, check_init, needs_batch
 from trainlab.models import build_model, count_parameters
 from trainlab.optim import build_optimizer, build_schedule
@@ -164,7 +166,8 @@ def build_trainer(experiment: Experiment, callbacks: dict[str, Callback]) -> Tra
 
 def estimated_steps_per_epoch(cfg: DictConfig, shape: DatasetShape) -> int:
     """Optimizer steps per epoch as the dataset's known size gives them (100 when the size is unknown):
-    enough for the schedule's dry build, whose rules are in epochs."""
+    enough for the schedule's dry build, whose rules are in epochs. A validation size that leaves no
+    training examples fails here, before any file is read."""
     data, trainer = cfg.dataset, cfg.trainer
     if shape.train_examples is None:
         return 100
@@ -172,8 +175,7 @@ def estimated_steps_per_epoch(cfg: DictConfig, shape: DatasetShape) -> int:
     if data.folds:
         train = total - total // data.folds
     else:
-        val = data.val_size if isinstance(data.val_size, int) else round(data.val_size * total)
-        train = max(1, total - val)
+        train = total - val_count(data.val_size, total)  # a size the split cannot give fails here already
     if data.train_size is not None:
         train = min(train, data.train_size)
     batches = 1 if trainer.batch_size == "full" else math.ceil(train / trainer.batch_size)
@@ -204,14 +206,46 @@ def dry_model(cfg: DictConfig, shape: DatasetShape) -> nn.Module:
     return model.train()
 
 
+def free_memory(device: torch.device) -> Optional[int]:
+    """Bytes free for tensors on `device` now (None when unknown, e.g. MPS)."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    if device.type == "cpu":
+        try:
+            with open("/proc/meminfo") as info:
+                for line in info:
+                    if line.startswith("MemAvailable:"):
+                        return int(line.split()[1]) * 1024
+        except OSError:
+            pass
+        try:
+            return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (ValueError, OSError, AttributeError):
+            return None
+    return None
+
+
+def check_memory(model: nn.Module, device: torch.device) -> None:
+    """A model whose weights and gradients alone exceed the memory free on the device fails here, before
+    the run folder is made (the dry build is on the meta device, which allocates nothing)."""
+    weights = sum(p.numel() * p.element_size() for p in model.parameters())
+    free = free_memory(device)
+    if free is not None and 2 * weights > free:
+        count = sum(p.numel() for p in model.parameters())
+        raise ConfigError(f"model: {count:,} parameters need {2 * weights / 2**30:.1f} GiB for weights and "
+                          f"gradients alone, more than the {free / 2**30:.1f} GiB free on {device}; {MODEL_ADVICE}")
+
+
 def check(cfg: DictConfig) -> DictConfig:
     """Dry-build every piece of a schema-validated config (see the module note); raise ConfigError naming
     the key of the first piece that cannot be built. Reads no dataset file and writes nothing."""
-    resolve_device(cfg.trainer.device)
+    device = resolve_device(cfg.trainer.device)
     shape = describe(cfg.dataset)
+    check_files(cfg.dataset)
     activation, params = model_activation(cfg)
     check_init(cfg.init, activation, params)
     model = dry_model(cfg, shape)
+    check_memory(model, device)
     optimizer = build_optimizer(cfg.optimizer, model)
     schedule(cfg, optimizer, estimated_steps_per_epoch(cfg, shape))
     preprocessor = instantiate(cfg.get("preprocess"), "preprocess") if cfg.get("preprocess") is not None else None

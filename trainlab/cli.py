@@ -50,7 +50,43 @@ def commands() -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = sys.argv[1:] if argv is None else list(argv)
+    """Dispatch, with every error that reaches here as one line and a non-zero exit (a traceback only with
+    TRAINLAB_DEBUG=1); Ctrl-C before a run has started exits 130 without one."""
+    import os
+
+    from trainlab.errors import debugging, explain
+
+    if os.environ.get("HYDRA_FULL_ERROR") == "1":  # the user asked Hydra for tracebacks: they get ours too
+        os.environ["TRAINLAB_DEBUG"] = "1"
+    # Hydra then re-raises a job's or its own error (instead of printing a shortened traceback and
+    # exiting 1), so it reaches the one place below that turns errors into one line.
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    try:
+        dispatch(sys.argv[1:] if argv is None else list(argv))
+    except KeyboardInterrupt:
+        if debugging():
+            raise
+        import signal
+
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C while exiting adds no traceback
+        print("trainlab: interrupted (before the run started: nothing to continue)", file=sys.stderr)
+        sys.exit(130)
+    except Exception as error:
+        if debugging():
+            raise
+        from hydra.errors import HydraException
+
+        if isinstance(error, HydraException):  # a composition error Hydra raised itself
+            from trainlab.commands import composition_message
+
+            message, status = composition_message(error, []), 2
+        else:
+            message, status = explain(error)
+        print(f"trainlab: error: {message}", file=sys.stderr)
+        sys.exit(status)
+
+
+def dispatch(args: list[str]) -> None:
     if not args or args[0] in ("-h", "--help", "help"):
         print(USAGE, end="")
         return
@@ -60,8 +96,11 @@ def main(argv: list[str] | None = None) -> None:
         print(f"trainlab {__version__}")
         return
     if args[0] not in commands():
-        print(f"trainlab: error: unknown command {args[0]!r}; commands: {', '.join(commands())}"
-              " (see trainlab --help)", file=sys.stderr)
+        import difflib
+
+        close = difflib.get_close_matches(args[0], commands(), n=1)
+        print(f"trainlab: error: unknown command {args[0]!r}; {f'did you mean {close[0]}? ' if close else ''}"
+              f"commands: {', '.join(commands())} (see trainlab --help)", file=sys.stderr)
         sys.exit(2)
     import importlib
 

@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from trainlab.checks import KeyProblem, bad
-from trainlab.errors import ConfigError
+from trainlab.errors import MODEL_ADVICE, ConfigError, is_out_of_memory, memory_asked
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 MONITORED = ("val/acc", "val/loss")
@@ -307,6 +307,8 @@ def instantiate(node: Any, key: str, **kwargs: Any) -> Any:
             raise ConfigError(f"{key}.{unknown.group(1)}: unknown key{known_keys(node, kwargs)}") from None
         first = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
         target = node.get("_target_", "?") if isinstance(node, (dict, DictConfig)) else "?"
+        if is_out_of_memory(cause):
+            raise ConfigError(f"{key}: {target} does not fit in memory ({memory_asked(cause)}); {MODEL_ADVICE}") from None
         raise ConfigError(f"{key}: cannot build {target}: {first}") from None
 
 

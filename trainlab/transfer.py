@@ -55,6 +55,7 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torchvision.ops.misc import FrozenBatchNorm2d as TorchvisionFrozenBatchNorm2d
 
+from trainlab.checkpoint import unreadable
 from trainlab.config import TransferSchema
 from trainlab.errors import ConfigError
 
@@ -93,8 +94,8 @@ def check_pretrained_config(value: str, model_cfg) -> None:
     """model.pretrained naming a trainlab checkpoint whose config names a `_target_` trainlab would not build
     from a file (trainlab.safety): refused, naming the key. Nothing here builds from that config (only the
     tensors are loaded), but such a file is not one trainlab wrote. Trusted: the targets of the config
-    `model_cfg` belongs to (what the user composed). A missing or unreadable file is left to
-    resolve_pretrained_path / load_pretrained to report."""
+    `model_cfg` belongs to (what the user composed). A file torch cannot read is refused here too, before
+    the run folder is made; a missing one is left to resolve_pretrained_path to report."""
     from omegaconf import OmegaConf
 
     from trainlab import safety
@@ -105,7 +106,9 @@ def check_pretrained_config(value: str, model_cfg) -> None:
     if not path.is_file():
         return
     stat = path.stat()
-    config = _saved_config(str(path.resolve()), stat.st_mtime_ns, stat.st_size)
+    config, problem = _saved_config(str(path.resolve()), stat.st_mtime_ns, stat.st_size)
+    if problem is not None:
+        raise ConfigError(f"model.pretrained={value}: cannot read it as a weights file ({problem})")
     if config is None:
         return
     root = model_cfg._get_root() if OmegaConf.is_config(model_cfg) else model_cfg  # the whole composed config
@@ -113,18 +116,19 @@ def check_pretrained_config(value: str, model_cfg) -> None:
 
 
 @functools.lru_cache(maxsize=8)
-def _saved_config(path: str, mtime_ns: int, size: int) -> Optional[Any]:
-    """The `config` a trainlab checkpoint holds (None: not a trainlab checkpoint, or unreadable), read once
-    per file version; tensors memory-mapped, not read."""
+def _saved_config(path: str, mtime_ns: int, size: int) -> tuple[Optional[Any], Optional[str]]:
+    """(the `config` a trainlab checkpoint holds or None, why torch cannot read the file or None), read
+    once per file version; tensors memory-mapped, not read."""
+    payload, problem = None, None
     for mmap in (True, False):
         try:
-            payload = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+            payload, problem = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap), None
             break
-        except Exception:  # not a zip checkpoint (mmap needs one), not a torch file, or pickled objects
-            payload = None
+        except Exception as error:  # not a zip checkpoint (mmap needs one), not a torch file, or pickled objects
+            problem = unreadable(error, Path(path))
     if isinstance(payload, dict) and "format" in payload and "config" in payload:
-        return payload["config"]
-    return None
+        return payload["config"], None
+    return None, problem
 
 
 # ---------------------------------------------------------------- loading
@@ -140,9 +144,8 @@ def _read_state_dict(path: Path, shown: str) -> tuple[dict[str, torch.Tensor], O
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # not a torch file, truncated, or holding pickled objects
-        first = (str(error).strip().splitlines() or [type(error).__name__])[0]
         raise ConfigError(f"model.pretrained={shown}: cannot read it as a weights file "
-                          f"(torch.load with weights_only=True: {first})") from None
+                          f"({unreadable(error, path)})") from None
     saved_from, saved_classes = None, None
     if isinstance(payload, dict) and "format" in payload and isinstance(payload.get("model"), dict):
         saved_classes = payload.get("classes")

@@ -50,6 +50,22 @@ def claim_run_dir(root: Path, now: datetime) -> Path:
     raise SystemExit(f"trainlab: error: could not make a new run folder under {base.parent}")
 
 
+def check_output_folder(key: str, folder: Path, shown: str) -> None:
+    """Before anything is written: the folder a run (or sweep) writes must be a folder that can be made and
+    written (as root a permission never stops a write, but a read-only file system or a file in the way do)."""
+    import os
+
+    if folder.exists() and not folder.is_dir():
+        fail(f"{key}={shown}: a file is there, not a folder; nothing was changed. Choose another {key}")
+    existing = folder
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        fail(f"{key}={shown}: {existing} is a file, so the folder cannot be made there; choose another {key}")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        fail(f"{key}={shown}: {existing} is not writable (read-only or not yours); choose another {key}")
+
+
 def holds_run(folder: Path) -> bool:
     return any((folder / mark).exists() for mark in RUN_MARKS)
 
@@ -121,8 +137,12 @@ def check_all(module, cfg, context: Context):
     return checked
 
 
-def composition_message(error: Exception, overrides: list[str]) -> str:
-    """Hydra's composition error as one line; a key that moved says where it went."""
+def composition_message(error: Exception, overrides: list[str],
+                        known: Optional[Callable[[str], list[str]]] = None) -> str:
+    """Hydra's composition error as one line; a key that moved says where it went; an unknown key gets the
+    closest of the `known(key)` keys (the config composed without it: its keys and its group names)."""
+    import difflib
+
     from trainlab.config import MOVED
 
     for arg in overrides:
@@ -132,11 +152,40 @@ def composition_message(error: Exception, overrides: list[str]) -> str:
                 return f"{key}: moved to {new}"
     unknown = re.match(r"Could not override '([^']+)'", str(error))
     if unknown:
-        given = next((a for a in overrides if a.partition("=")[0].lstrip("+~") == unknown.group(1)), unknown.group(1))
-        return (f"{unknown.group(1)}: no such key in the composed config; check its spelling "
+        key = unknown.group(1)
+        given = next((a for a in overrides if a.partition("=")[0].lstrip("+~") == key), key)
+        keys = set(known(key)) if known is not None else set()
+        parent, _, leaf = key.rpartition(".")
+        siblings = sorted(k.rpartition(".")[2] for k in keys if k.rpartition(".")[0] == parent)
+        if siblings:  # a misspelt key among its siblings (optimizer.lrr -> optimizer.lr)
+            close = [f"{parent}.{k}" if parent else k for k in difflib.get_close_matches(leaf, siblings, n=3, cutoff=0.6)]
+        else:  # a misspelt parent (optimiser.lr -> optimizer.lr)
+            close = difflib.get_close_matches(key, sorted(k for k in keys if k.count(".") == key.count(".")),
+                                              n=3, cutoff=0.7)
+        value = given.partition("=")[2]
+        hint = f"did you mean {' or '.join(f'{c}={value}' if value else c for c in close)}? " if close else ""
+        return (f"{key}: no such key in the composed config; {hint or 'check its spelling '}"
                 f"(to add a new key: +{given.lstrip('+~')})")
     lines = [line.strip() for line in str(error).splitlines() if line.strip() and not line.startswith((" ", "\t"))]
     return "; ".join(lines) or type(error).__name__
+
+
+def config_keys(cfg) -> list[str]:
+    """Every dotted key of a composed config (lists are leaves) and its group names, less Hydra's own."""
+    from omegaconf import DictConfig, OmegaConf
+
+    keys = [group for group in cfg.hydra.runtime.choices if not group.startswith("hydra")]
+
+    def walk(node, prefix: str) -> None:
+        for name in node.keys():
+            key = f"{prefix}{name}"
+            keys.append(key)
+            child = node._get_node(name)
+            if isinstance(child, DictConfig) and not OmegaConf.is_missing(node, name):
+                walk(child, key + ".")
+
+    walk(cfg, "")
+    return [k for k in keys if not k.startswith("hydra")]
 
 
 def compose_checked(module, name: str, runs: list[list[str]], user_dir: Optional[Path],
@@ -166,7 +215,15 @@ def compose_checked(module, name: str, runs: list[list[str]], user_dir: Optional
                          f"(or add configs/{group}/{given}.yaml)")
                 return None  # hydra.main composes again and prints its own message
             except HydraException as error:
-                fail(where + composition_message(error, overrides))
+                def known(key: str) -> list[str]:
+                    others = [o for o in overrides if o.partition("=")[0].lstrip("+~") != key]
+                    try:
+                        cfg = compose(module.CONFIG, overrides=search + others, return_hydra_config=True)
+                    except HydraException:
+                        return []
+                    return config_keys(cfg)
+
+                fail(where + composition_message(error, overrides, known))
 
             def plain(extra: list[str]):
                 return compose(module.CONFIG, overrides=search + extra)
@@ -209,7 +266,7 @@ def job(module, name: str, checked: Optional[dict] = None) -> Callable:
         from hydra.types import RunMode
 
         from trainlab import sweeps
-        from trainlab.errors import TrainingDiverged, TrainlabError
+        from trainlab.errors import TrainingDiverged, TrainlabError, debugging, explain
 
         hydra_cfg = HydraConfig.get()
         run_dir = Path(hydra_cfg.runtime.output_dir)
@@ -243,19 +300,27 @@ def job(module, name: str, checked: Optional[dict] = None) -> Callable:
             print(f"trainlab: error: {where}{error}", file=sys.stderr)
             return sweeps.returned(None) if name == "train" else None
         except KeyboardInterrupt:
-            if name == "train":
+            if name == "train" and (run_dir / "checkpoints" / "last.pt").is_file():
                 print(f"trainlab: interrupted; continue with: trainlab train trainer.resume={run_dir}",
+                      file=sys.stderr)
+            else:
+                print(f"trainlab: interrupted before {run_dir} held a checkpoint: nothing to continue",
                       file=sys.stderr)
             import signal
 
             sys.exit(143 if getattr(sys.exc_info()[1], "signal", None) == signal.SIGTERM else 130)
-        except Exception as error:  # a bug or a library's error: in a sweep, the other jobs still run
-            if not sweeping:
+        except Exception as error:  # a bug, a full disk, no memory: in a sweep, the other jobs still run
+            if not sweeping and debugging():
                 raise
-            message = f"{type(error).__name__}: {error}".splitlines()[0]
-            sweeps.record_failure(run_dir, message, traceback.format_exc(), summary=name == "train")
-            print(f"trainlab: error: {where}{message} (traceback in {run_dir / sweeps.ERROR_FILE})",
-                  file=sys.stderr)
+            message, status = explain(error)
+            try:
+                sweeps.record_failure(run_dir, message, traceback.format_exc(), summary=name == "train")
+                kept = f" (traceback in {run_dir / sweeps.ERROR_FILE})"
+            except OSError:  # e.g. the disk that is full
+                kept = ""
+            print(f"trainlab: error: {where}{message}{kept}", file=sys.stderr)
+            if not sweeping:
+                sys.exit(status)
             return sweeps.returned(None) if name == "train" else None
 
     return task
@@ -309,6 +374,8 @@ def run_command(name: str, args: list[str], cwd: Optional[Path] = None, now: Opt
         return hydra_main(module, name, argv, job(module, name))
     if "-m" in args or "--multirun" in args:
         given = override_value(args, "hydra.sweep.dir")
+        if given is not None:
+            check_output_folder("hydra.sweep.dir", cwd / given, given)
         if given is not None and holds_sweep(Path(given)):
             fail(f"hydra.sweep.dir={given}: that folder already holds a sweep; nothing in it was changed. "
                  "Choose a new hydra.sweep.dir (or leave it out for a fresh outputs/multirun/<date>/<time>)")
@@ -318,6 +385,7 @@ def run_command(name: str, args: list[str], cwd: Optional[Path] = None, now: Opt
         planned = sweeps.plan(module.CONFIG, args, config_dir(), user_dir) if not flags else None
         checked = compose_checked(module, name, planned.runs, user_dir, planned.labels) if planned else None
         if given is None:
+            check_output_folder("hydra.sweep.dir", cwd / "outputs" / "multirun", "outputs/multirun")
             given = claim_run_dir(cwd / 'outputs' / 'multirun', now).as_posix()
             argv.append(f"hydra.sweep.dir={given}")
         by_job = ({job_key(run): cfg for run, cfg in zip(planned.runs, checked)}
@@ -339,14 +407,22 @@ def run_command(name: str, args: list[str], cwd: Optional[Path] = None, now: Opt
     given = override_value(args, "hydra.run.dir")
     continued = resumed_folder(name, args, cwd)
     if given is not None:
+        check_output_folder("hydra.run.dir", cwd / given, given)
         if holds_run(Path(given)) and (continued is None or (cwd / given).resolve() != continued):
             fail(f"hydra.run.dir={given}: that folder already holds a run; nothing in it was changed. "
                  f"Continue it with trainer.resume={given}, or choose a new hydra.run.dir")
     elif continued is not None:  # resume in place: the run goes on in its own folder
         argv.append(f"hydra.run.dir={continued.as_posix()}")
     else:
+        check_output_folder("hydra.run.dir", cwd / "outputs" / name, f"outputs/{name}")
         argv.append(f"hydra.run.dir={claim_run_dir(cwd / 'outputs' / name, now).as_posix()}")
     if continued is not None and (given is None or (cwd / given).resolve() == continued):
         # Hydra writes config.yaml/overrides.yaml into hydra.output_subdir: the run's own .hydra stays as it was
         argv.append(f"hydra.output_subdir=.hydra/resumed-{now:%Y-%m-%d_%H-%M-%S}")
-    hydra_main(module, name, argv, job(module, name, {"*": checked[0]}))
+    run_dir = override_value(argv, "hydra.run.dir")
+    try:
+        hydra_main(module, name, argv, job(module, name, {"*": checked[0]}))
+    except OSError as error:  # e.g. Hydra writing .hydra/ on a full disk: a write() names no file
+        if error.filename is None:
+            error.filename = f"into {run_dir}"
+        raise

@@ -56,7 +56,9 @@ def checkpoint_path(value: Any) -> Optional[Path]:
 
 def check(cfg, context) -> None:
     settings(cfg)
-    checkpoint_path(cfg.get("checkpoint"))
+    path = checkpoint_path(cfg.get("checkpoint"))
+    if path is not None:  # readable and ours, before the output folder is made (tensors mapped, not read)
+        read_state(path, cfg.checkpoint, mmap=True)
 
 
 # ---------------------------------------------------------------- the model and the batch
@@ -97,17 +99,24 @@ def gaussian_model(cfg):
     return model, inputs
 
 
-def load_checkpoint(model, path: Path, value: str) -> None:
-    """The checkpoint's model weights into `model` (which must have the same structure)."""
+def read_state(path: Path, value: str, mmap: bool = False) -> dict:
+    """The model state dict of the trainlab checkpoint at `path`, or one line naming checkpoint=<value>."""
     from trainlab import checkpoint
     from trainlab.errors import ConfigError
 
-    try:
-        state = checkpoint.load(path)["model"]
-    except Exception as error:  # truncated, corrupt, or not ours: never retried with weights_only=False
-        first = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        raise ConfigError(f"checkpoint={value}: {path} is not a readable trainlab checkpoint ({first[:200]}); "
-                          "give the best.pt/last.pt of a trainlab run") from None
+    source, wanted = f"checkpoint={value}", "best.pt/last.pt"
+    payload = checkpoint.read_checkpoint(path, source, wanted, mmap=mmap)
+    if not isinstance(payload, dict) or payload.get("format") != checkpoint.FORMAT:
+        raise ConfigError(f"{source}: {path} is a PyTorch file but not a trainlab checkpoint; give the {wanted} "
+                          "of a trainlab run")
+    return payload["model"]
+
+
+def load_checkpoint(model, path: Path, value: str) -> None:
+    """The checkpoint's model weights into `model` (which must have the same structure)."""
+    from trainlab.errors import ConfigError
+
+    state = read_state(path, value)
     try:
         model.load_state_dict(state)
     except RuntimeError as error:

@@ -75,22 +75,10 @@ def checkpoint_file(value: Any, key: str) -> Path:
 def load(path: Path, source: str, mmap: bool = False) -> dict:
     """A trainlab checkpoint, read with weights_only=True (no code in the file runs); `mmap`: tensors mapped,
     not read (enough to look at its config). Anything else is one line starting with `source`."""
-    import torch
-
-    from trainlab.checkpoint import FORMAT
+    from trainlab.checkpoint import FORMAT, read_checkpoint
     from trainlab.errors import ConfigError
 
-    try:
-        try:
-            payload = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
-        except RuntimeError:
-            if not mmap:
-                raise
-            payload = torch.load(path, map_location="cpu", weights_only=True)  # an old, non-zip file
-    except Exception as error:  # truncated, corrupt, or pickled objects: never retried with weights_only=False
-        first = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        raise ConfigError(f"{source}: {path} is not a readable trainlab checkpoint ({first[:200]}); give the "
-                          "best.pt/last.pt of a trainlab run") from None
+    payload = read_checkpoint(path, source, "best.pt/last.pt", mmap=mmap)
     if not isinstance(payload, dict) or payload.get("format") != FORMAT or not isinstance(payload.get("model"), dict):
         raise ConfigError(f"{source}: {path} is not a trainlab checkpoint (a weights file has no config to rebuild "
                           "the model from); give the best.pt/last.pt of a trainlab run")

@@ -159,12 +159,20 @@ def _mnist_family_folders(root: Path, torchvision_name: str, system_folder: Path
     return folders + [system_folder] if system_folder is not None else folders
 
 
-def _read_mnist_family(folders: list[Path]) -> tuple[Path, dict[str, np.ndarray]] | None:
+def _mnist_family_paths(folders: list[Path]) -> dict[str, Path] | None:
+    """The four IDX files in the first folder that holds them all (names only: nothing is read)."""
     for folder in folders:
         paths = {key: _find_idx(folder, stem) for key, stem in MNIST_FAMILY_FILES.items()}
         if all(paths.values()):
-            return folder, {key: read_idx(path) for key, path in paths.items()}
+            return paths
     return None
+
+
+def _read_mnist_family(folders: list[Path]) -> tuple[Path, dict[str, np.ndarray]] | None:
+    paths = _mnist_family_paths(folders)
+    if paths is None:
+        return None
+    return paths["train_x"].parent, {key: read_idx(path) for key, path in paths.items()}
 
 
 def load_mnist_family(family: MnistFamily, root: str, download: bool,
@@ -263,6 +271,10 @@ def _read_cifar_batches(folder: Path, names: tuple[str, ...], label_key: str,
     return torch.cat(images), torch.cat(labels)
 
 
+def cifar_advice(layout) -> str:
+    return f"Unpack {layout.archive} into dataset.root (it holds {layout.folder}/ with {', '.join(layout.files)})"
+
+
 def load_cifar(name: str, root: str, download: bool, label_mode: str = "fine") -> ImageDataset:
     """CIFAR-10 or CIFAR-100 (`label_mode` fine: 100 classes, coarse: 20 superclasses) from the python
     batches under `root`/cifar-10-batches-py or `root`/cifar-100-python, else torchvision's download."""
@@ -277,9 +289,7 @@ def load_cifar(name: str, root: str, download: bool, label_mode: str = "fine") -
             lambda datasets: getattr(datasets, layout.torchvision_name)(str(root), train=True, download=True)):
         folder = _first_folder_with(folders, layout.files)
     if folder is None:
-        raise _not_found(layout.title, folders, download,
-                         f"Unpack {layout.archive} into dataset.root (it holds {layout.folder}/ with "
-                         f"{', '.join(layout.files)})")
+        raise _not_found(layout.title, folders, download, cifar_advice(layout))
     meta_path = folder / layout.meta_file
     classes = [str(c) for c in _entry(_unpickle(meta_path), names_key, meta_path)]
     train_x, train_y = _read_cifar_batches(folder, layout.train_files, label_key, len(classes))
@@ -306,6 +316,10 @@ def _read_svhn_mat(path: Path, loadmat: Callable) -> tuple[torch.Tensor, torch.T
     return _as_tensors(np.transpose(images, (3, 2, 0, 1)), labels, 10, str(path))
 
 
+def svhn_advice(names: list[str]) -> str:
+    return f"Put {', '.join(names)} (the 'cropped digits' format) in dataset.root"
+
+
 def load_svhn(root: str, download: bool, extra: bool = False) -> ImageDataset:
     """SVHN (cropped digits, 32x32) from `root`/svhn or `root`; `extra` adds the 531k extra images to
     the training split. Else torchvision's download into `root`/svhn."""
@@ -325,8 +339,7 @@ def load_svhn(root: str, download: bool, extra: bool = False) -> ImageDataset:
             for split in splits):
         folder = _first_folder_with(folders, names)
     if folder is None:
-        raise _not_found("SVHN", folders, download,
-                         f"Put {', '.join(names)} (the 'cropped digits' format) in dataset.root")
+        raise _not_found("SVHN", folders, download, svhn_advice(names))
     train_x, train_y = _read_svhn_mat(folder / SVHN_FILES["train"], loadmat)
     test_x, test_y = _read_svhn_mat(folder / SVHN_FILES["test"], loadmat)
     if extra:
@@ -408,6 +421,34 @@ def load_dataset(cfg):
     if name == "gaussian":  # float inputs, not uint8 images: trainlab.commands.activations builds them itself
         raise gaussian_only()
     raise ConfigError(f"dataset.name={name!r}: unknown dataset; choose one of {', '.join(DATASET_NAMES)}")
+
+
+def check_files(cfg) -> None:
+    """Before a run folder is made: the files the dataset reads are where the loader will look (only names
+    are looked at; a file's contents are checked when it is read). With dataset.download on, files that are
+    missing are left to the download."""
+    name, root = cfg.get("name"), Path(str(cfg.get("root", "data"))).expanduser()
+    download = bool(cfg.get("download", False))
+    if name in ("fashion_mnist", "mnist"):
+        family = FASHION_MNIST if name == "fashion_mnist" else MNIST
+        system = (cfg.get("system_root") or SYSTEM_FASHION_MNIST) if name == "fashion_mnist" else None
+        folders = _mnist_family_folders(root, family.torchvision_name, Path(system) if system else None)
+        if _mnist_family_paths(folders) is None and not download:
+            raise _not_found(family.title, folders, download, family.how_to_get)
+    elif name in CIFAR_LAYOUTS:
+        layout = CIFAR_LAYOUTS[name]
+        folders = [root / layout.folder, root]
+        if _first_folder_with(folders, layout.files) is None and not download:
+            raise _not_found(layout.title, folders, download, cifar_advice(layout))
+    elif name == "svhn":
+        names = [SVHN_FILES[s] for s in ["train", "test"] + (["extra"] if cfg.get("extra", False) is True else [])]
+        folders = [root / "svhn", root]
+        if _first_folder_with(folders, names) is None and not download:
+            raise _not_found("SVHN", folders, download, svhn_advice(names))
+    elif name == "imagefolder" and not root.is_dir():
+        from trainlab.data.imagefolder import scan_image_folder
+
+        scan_image_folder(root)  # its own message for a missing folder
 
 
 @dataclass

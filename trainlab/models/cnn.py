@@ -87,6 +87,9 @@ class CNN(nn.Module):
         batch_norm: Optional[bool] = None,
     ):
         super().__init__()
+        if isinstance(channels, str) or not all(isinstance(c, int) and not isinstance(c, bool)
+                                                for c in channels):
+            raise ConfigError(f"model.channels={channels}: must be a list of whole numbers, e.g. [32,64,128]")
         channels = list(channels)
         if not channels or any(c < 1 for c in channels) or blocks_per_stage < 1:
             raise ConfigError(f"model.channels={channels}, blocks_per_stage={blocks_per_stage}: need >= 1 each")
