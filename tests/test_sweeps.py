@@ -302,3 +302,47 @@ def test_an_exception_in_training_fails_its_job_only_also_in_joblibs_workers(tmp
     assert error.startswith("RuntimeError: injected failure\n") and "Traceback" in error
     assert math.isnan(returned(failed)) and returned(completed) == pytest.approx(summary(completed)["best"]["value"])
     assert "trainlab: error: 1 of 2 jobs failed (0 in " in result.stderr
+
+
+def statuses(sweep: Path) -> list[str]:
+    return [json.loads((sweep / str(i) / "summary.json").read_text())["status"] for i in range(4)]
+
+
+def files(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.slow
+def test_fail_fast_stops_a_sweep_and_the_same_command_continues_it_skipping_finished_jobs(tmp_path):
+    """Job 0 and 1 fail while running (an image folder without train/); 2 and 3 train (synthetic)."""
+    (tmp_path / "images").mkdir()
+    grid = ["train", "-m", "dataset=imagefolder,synthetic", "seed=0,1", "dataset.root=images", "trainer.epochs=1",
+            "model.channels=[16,32]", "hydra.sweep.dir=sweep"]
+    sweep = tmp_path / "sweep"
+
+    stopped = run_trainlab([*grid[:2], "--fail-fast", *grid[2:]], tmp_path)
+    assert stopped.returncode == 1
+    assert "--fail-fast stopped the sweep (job 0 failed: images: has no train/ folder" in stopped.stderr
+    assert "3 jobs after it did not run; the same command continues the sweep" in stopped.stderr
+    assert statuses(sweep) == ["failed", "skipped", "skipped", "skipped"]
+    assert not (sweep / sweeps.STOP_FILE).exists()
+
+    continued = run_trainlab(grid, tmp_path)
+    assert continued.returncode == 1  # jobs 0 and 1 fail again; the sweep goes on without --fail-fast
+    assert "continuing the sweep in sweep: 0 finished jobs are skipped, 4 unfinished ones start again" in continued.stderr
+    assert statuses(sweep) == ["failed", "failed", "completed", "completed"]
+    (kept,) = (sweep / sweeps.SET_ASIDE).iterdir()  # the earlier unfinished folders, moved, not deleted
+    assert [json.loads((kept / str(i) / "summary.json").read_text())["status"] for i in range(4)] == \
+        ["failed", "skipped", "skipped", "skipped"]
+    assert len(sweeps.job_folders(sweep)) == 4
+
+    finished = {i: files(sweep / str(i)) for i in (2, 3)}
+    again = run_trainlab(grid, tmp_path)
+    assert "2 finished jobs are skipped, 2 unfinished ones start again" in again.stderr
+    assert {i: files(sweep / str(i)) for i in (2, 3)} == finished  # not run again: byte for byte the same
+
+    other = run_trainlab([*grid, "optimizer.lr=0.1"], tmp_path)
+    assert other.returncode == 2 and "hydra.sweep.dir=sweep: that folder already holds a sweep of other " \
+        "overrides; nothing in it was changed" in other.stderr
+    alone = run_trainlab(["train", "--fail-fast", "dataset=synthetic"], tmp_path)
+    assert alone.returncode == 2 and "--fail-fast stops a sweep at its first failed job; add -m" in alone.stderr

@@ -13,6 +13,7 @@ commands:
   train     train a classifier from the composed configs (Hydra overrides: group=option key=value)
             trainlab train optimizer=sgd optimizer.lr=0.05 schedule=step trainer.epochs=3
             trainlab train -m optimizer=sgd,adam        a sweep: one run folder per job
+            trainlab train -m --fail-fast ...           a sweep that stops at its first failed job
             trainlab train --help                       config groups and their options
             trainlab train --cfg job                    print the composed config
   augment   write a PNG grid of augmented training images (and log it to TensorBoard)

@@ -155,7 +155,8 @@ def check(cfg, defaults: Optional[Callable[[], dict]] = None, typed: Optional[li
         key, mine, before = found[0]
         raise ConfigError(f"trainer.resume={value}: this run has {key}={mine!r} but the checkpoint's run had "
                           f"{before!r}; resuming continues that same run, so leave {key} out (or give it that "
-                          "value)" + ((f" (1 more key differs)" if len(found) == 2 else f" ({len(found) - 1} more keys differ)") if len(found) > 1 else ""))
+                          "value)" + {0: "", 1: " (1 more key differs)"}.get(len(found) - 1,
+                                                                             f" ({len(found) - 1} more keys differ)"))
     if payload["epoch"] >= ours["trainer"]["epochs"]:
         raise ConfigError(f"trainer.resume={value}: that run already finished all {payload['epoch']} epochs")
     if typed is not None:

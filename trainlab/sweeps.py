@@ -237,9 +237,10 @@ def natural(path: Path) -> list:
 
 
 def job_folders(sweep_dir: Path) -> list[Path]:
-    """The job folders of a sweep (each has .hydra/), outside submitit's own .submitit/ folder."""
+    """The job folders of a sweep (each has .hydra/), outside submitit's own .submitit/ folder and the
+    unfinished jobs a continued sweep set aside."""
     return sorted((p.parent for p in sweep_dir.rglob(".hydra")
-                   if ".submitit" not in p.relative_to(sweep_dir).parts), key=natural)
+                   if not {".submitit", SET_ASIDE} & set(p.relative_to(sweep_dir).parts)), key=natural)
 
 
 def failures(sweep_dir: Path) -> list[tuple[Path, str]]:
@@ -250,3 +251,73 @@ def failures(sweep_dir: Path) -> list[tuple[Path, str]]:
         if error.is_file():
             found.append((folder, (error.read_text(errors="replace").splitlines() or ["failed"])[0]))
     return found
+
+
+# ---------------------------------------------------------------- continuing a sweep, stopping one
+
+STOP_FILE = ".stop-at-first-failure"  # in the sweep folder: a job failed and --fail-fast is on
+SET_ASIDE = ".incomplete"  # <sweep>/.incomplete/<time>/<job>: a continued sweep's unfinished jobs, kept
+FINISHED = ("completed", "diverged")  # a job with a result: a continued sweep does not run it again
+
+
+def task_overrides(args: list[str]) -> list[str]:
+    """The overrides Hydra records as a sweep's task (hydra.overrides.task): the command's, less Hydra's
+    own (hydra.*, hydra/launcher=...) and the flags."""
+    return [a for a in args if not a.startswith("-") and not a.lstrip("+~").startswith(("hydra.", "hydra/"))]
+
+
+def previous_overrides(sweep_dir: Path) -> Optional[list[str]]:
+    """The task overrides the sweep in `sweep_dir` was started with (its multirun.yaml), or None."""
+    import yaml
+
+    try:
+        saved = yaml.safe_load((sweep_dir / "multirun.yaml").read_text())
+        return [str(o) for o in saved["hydra"]["overrides"]["task"]]
+    except (OSError, yaml.YAMLError, KeyError, TypeError):
+        return None
+
+
+def finished(job_dir: Path) -> Optional[dict]:
+    """The summary.json of a job that has a result (completed, or diverged), else None."""
+    try:
+        summary = json.loads((job_dir / "summary.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return summary if isinstance(summary, dict) and summary.get("status") in FINISHED else None
+
+
+def set_aside_unfinished(sweep_dir: Path, now) -> tuple[int, list[Path]]:
+    """Before a sweep continues: (jobs with a result, the unfinished job folders moved to
+    <sweep>/.incomplete/<time>/ so their jobs start afresh in an empty folder while nothing is lost)."""
+    done, moved = 0, []
+    target = sweep_dir / SET_ASIDE / now.strftime("%Y-%m-%d_%H-%M-%S")
+    for folder in job_folders(sweep_dir):
+        if finished(folder) is not None:
+            done += 1
+            continue
+        destination = target / folder.relative_to(sweep_dir)
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        folder.rename(destination)
+        moved.append(destination)
+    return done, moved
+
+
+def stop_sweep(sweep_dir: Path, why: str) -> None:
+    """--fail-fast: the jobs that start after this one do not run (they find the file)."""
+    (sweep_dir / STOP_FILE).write_text(why + "\n")
+
+
+def record_skipped(run_dir: Path, why: str, summary: bool = True) -> None:
+    """A job that --fail-fast kept from running: status skipped (a continued sweep runs it)."""
+    log.info("skipped: %s", why)
+    if summary:
+        record = {"status": "skipped", "error": f"not run: {why}", "run_dir": str(run_dir),
+                  "best": {"metric": None, "mode": None, "value": None, "epoch": None}}
+        (run_dir / "summary.json").write_text(json.dumps(record, indent=2) + "\n")
+
+
+def skipped(job_dir: Path) -> bool:
+    try:
+        return json.loads((job_dir / "summary.json").read_text()).get("status") == "skipped"
+    except (OSError, ValueError, AttributeError):
+        return False

@@ -251,12 +251,15 @@ def hydra_main(module, name: str, argv: list[str], task: Callable) -> None:
     hydra.main(version_base="1.3", config_path=str(config_dir()), config_name=module.CONFIG)(task)()
 
 
-def job(module, name: str, checked: Optional[dict] = None) -> Callable:
+def job(module, name: str, checked: Optional[dict] = None, fail_fast: bool = False) -> Callable:
     """The Hydra task: the job's config as checked before Hydra started (`checked`: by job_key, or "*" for
     the one job of a single run), else checked here; fit to the machine (trainer.threads, the job's GPU);
     run; errors as one line. For train it returns the objective a sweeper optimizes (sweeps.objective:
     summary.json best.value; -inf/+inf for a diverged run; NaN for a failed one), None for other commands.
-    In a sweep a failing job is recorded in its folder (error.txt) and returns instead of ending the sweep."""
+    In a sweep a failing job is recorded in its folder (error.txt) and returns instead of ending the sweep;
+    with `fail_fast` it leaves sweeps.STOP_FILE in the sweep folder and the jobs after it do not run (a
+    file, so joblib's and submitit's worker processes see it too). A job that has a result already (a
+    continued sweep) returns that result without running."""
 
     def task(cfg) -> Optional[float]:
         import traceback
@@ -274,6 +277,10 @@ def job(module, name: str, checked: Optional[dict] = None) -> Callable:
         where = f"job {hydra_cfg.job.num} ({run_dir}): " if sweeping else ""
         config = None
         try:
+            earlier = sweeps.finished(run_dir) if sweeping else None
+            if earlier is not None:  # a continued sweep: this job has its result (its files stay as they are)
+                mode = (earlier.get("best") or {}).get("mode") or "max"
+                return sweeps.objective(earlier, mode) if name == "train" else None
             checked_here = checked or {}
             config = checked_here.get("*", checked_here.get(job_key(hydra_cfg.overrides.task)))
             if config is None:
@@ -284,6 +291,11 @@ def job(module, name: str, checked: Optional[dict] = None) -> Callable:
                 sweeps.log.info("config checked in the job")
             else:
                 sweeps.log.info("config checked before the %s started", "sweep" if sweeping else "run")
+            if sweeping:
+                stop = Path(hydra_cfg.sweep.dir) / sweeps.STOP_FILE
+                if fail_fast and stop.exists():
+                    sweeps.record_skipped(run_dir, stop.read_text().strip(), summary=name == "train")
+                    return sweeps.returned(None) if name == "train" else None
             config = sweeps.fit_to_machine(config, hydra_cfg)
             result = module.run(config, run_dir)
             return sweeps.returned(result, config.trainer.mode) if name == "train" else None
@@ -298,6 +310,8 @@ def job(module, name: str, checked: Optional[dict] = None) -> Callable:
                 fail(str(error))
             sweeps.record_failure(run_dir, str(error), summary=name == "train")
             print(f"trainlab: error: {where}{error}", file=sys.stderr)
+            if fail_fast:
+                sweeps.stop_sweep(Path(hydra_cfg.sweep.dir), f"job {hydra_cfg.job.num} failed: {error}")
             return sweeps.returned(None) if name == "train" else None
         except KeyboardInterrupt:
             if name == "train" and (run_dir / "checkpoints" / "last.pt").is_file():
@@ -321,6 +335,8 @@ def job(module, name: str, checked: Optional[dict] = None) -> Callable:
             print(f"trainlab: error: {where}{message}{kept}", file=sys.stderr)
             if not sweeping:
                 sys.exit(status)
+            if fail_fast:
+                sweeps.stop_sweep(Path(hydra_cfg.sweep.dir), f"job {hydra_cfg.job.num} failed: {message}")
             return sweeps.returned(None) if name == "train" else None
 
     return task
@@ -341,6 +357,13 @@ def report_sweep(sweep_dir: Path, status: Any = 0) -> None:
     except Exception as error:  # the report never fails a finished sweep
         print(f"trainlab: note: no sweep report ({type(error).__name__}: {error})", file=sys.stderr)
 
+    stopped = sweep_dir / sweeps.STOP_FILE
+    if stopped.exists():
+        skipped = sum(1 for folder in sweeps.job_folders(sweep_dir) if sweeps.skipped(folder))
+        print(f"trainlab: error: --fail-fast stopped the sweep ({stopped.read_text().strip()}); {skipped} jobs "
+              f"after it did not run; the same command continues the sweep in {sweep_dir}", file=sys.stderr)
+        stopped.unlink()
+        sys.exit(status if status not in (0, None) else 1)
     failed = sweeps.failures(sweep_dir)
     if failed:
         total = len(sweeps.job_folders(sweep_dir))
@@ -372,18 +395,35 @@ def run_command(name: str, args: list[str], cwd: Optional[Path] = None, now: Opt
     argv = (["--config-dir", str(user_dir)] if user_dir is not None else []) + list(args)
     if any(a.split("=", 1)[0] in INFO_FLAGS for a in args):
         return hydra_main(module, name, argv, job(module, name))
+    fail_fast = "--fail-fast" in args
+    if fail_fast:  # trainlab's flag, not Hydra's
+        args = [a for a in args if a != "--fail-fast"]
+        argv = [a for a in argv if a != "--fail-fast"]
+        if "-m" not in args and "--multirun" not in args:
+            fail("--fail-fast stops a sweep at its first failed job; add -m (trainlab train -m --fail-fast ...)")
     if "-m" in args or "--multirun" in args:
+        from trainlab import sweeps
+
         given = override_value(args, "hydra.sweep.dir")
+        continuing = False
         if given is not None:
             check_output_folder("hydra.sweep.dir", cwd / given, given)
-        if given is not None and holds_sweep(Path(given)):
-            fail(f"hydra.sweep.dir={given}: that folder already holds a sweep; nothing in it was changed. "
-                 "Choose a new hydra.sweep.dir (or leave it out for a fresh outputs/multirun/<date>/<time>)")
-        from trainlab import sweeps
+            if holds_sweep(cwd / given):
+                continuing = sweeps.previous_overrides(cwd / given) == sweeps.task_overrides(args)
+                if not continuing or override_value(args, "hparams_search") not in (None, "null"):
+                    fail(f"hydra.sweep.dir={given}: that folder already holds a sweep"
+                         f"{' (a search: it cannot be continued)' if continuing else ' of other overrides'}; "
+                         "nothing in it was changed. Give the same grid to continue it, or choose a new "
+                         "hydra.sweep.dir (or leave it out for a fresh outputs/multirun/<date>/<time>)")
 
         flags = any(a.startswith("-") and a not in ("-m", "--multirun") for a in args)
         planned = sweeps.plan(module.CONFIG, args, config_dir(), user_dir) if not flags else None
         checked = compose_checked(module, name, planned.runs, user_dir, planned.labels) if planned else None
+        if continuing:  # checked: now the unfinished jobs' folders are set aside, the finished ones skipped
+            done, moved = sweeps.set_aside_unfinished(cwd / given, now)
+            print(f"trainlab: continuing the sweep in {given}: {done} finished jobs are skipped"
+                  + (f", {len(moved)} unfinished ones start again (their folders are kept in "
+                     f"{given}/{sweeps.SET_ASIDE}/)" if moved else ""), file=sys.stderr)
         if given is None:
             check_output_folder("hydra.sweep.dir", cwd / "outputs" / "multirun", "outputs/multirun")
             given = claim_run_dir(cwd / 'outputs' / 'multirun', now).as_posix()
@@ -391,11 +431,11 @@ def run_command(name: str, args: list[str], cwd: Optional[Path] = None, now: Opt
         by_job = ({job_key(run): cfg for run, cfg in zip(planned.runs, checked)}
                   if checked and planned.exact else None)
         try:
-            hydra_main(module, name, argv, job(module, name, by_job))
+            hydra_main(module, name, argv, job(module, name, by_job, fail_fast))
         except SystemExit as stop:  # Hydra's own error after the jobs ran (e.g. a search with no good trial)
-            report_sweep(Path(given), stop.code)
+            report_sweep(cwd / given, stop.code)
             raise
-        return report_sweep(Path(given))
+        return report_sweep(cwd / given)
     search = override_value(args, "hparams_search")
     if search not in (None, "null"):
         fail(f"hparams_search={search}: a search runs many jobs; add -m (trainlab train -m hparams_search={search})")
