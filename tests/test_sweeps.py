@@ -346,3 +346,49 @@ def test_fail_fast_stops_a_sweep_and_the_same_command_continues_it_skipping_fini
         "overrides; nothing in it was changed" in other.stderr
     alone = run_trainlab(["train", "--fail-fast", "dataset=synthetic"], tmp_path)
     assert alone.returncode == 2 and "--fail-fast stops a sweep at its first failed job; add -m" in alone.stderr
+
+
+@pytest.mark.slow
+def test_a_sweep_stopped_by_sigterm_continues_with_the_interrupted_job_resumed_in_place(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import time
+
+    import torch
+
+    from conftest import trainlab_executable
+
+    config = ["dataset=synthetic", "model.channels=[16,32]", "trainer.epochs=5", "trainer.threads=1",
+              "trainer.log_every=5"]
+    grid = ["train", "-m", *config, "seed=0,1,2", "hydra.sweep.dir=sweep"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HYDRA_")}
+    sweep = subprocess.Popen([trainlab_executable(), *grid], cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE, text=True)
+    last = tmp_path / "sweep" / "1" / "checkpoints" / "last.pt"
+    deadline = time.monotonic() + 300
+    while not last.exists() and sweep.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    sweep.send_signal(signal.SIGTERM)  # what a scheduler sends at preemption: job 1 is inside its training
+    _, err = sweep.communicate(timeout=300)
+    assert sweep.returncode == 143, err[-2000:]
+    assert statuses_of(tmp_path / "sweep") == ["completed", "interrupted"]
+    finished = files(tmp_path / "sweep" / "0")
+
+    continued = run_trainlab(grid, tmp_path)
+    assert continued.returncode == 0, continued.stderr[-2000:]
+    assert "1 finished jobs are skipped, 1 interrupted ones resume from their last.pt" in continued.stderr
+    assert statuses_of(tmp_path / "sweep") == ["completed", "completed", "completed"]
+    assert files(tmp_path / "sweep" / "0") == finished
+    summary = json.loads((tmp_path / "sweep" / "1" / "summary.json").read_text())
+    assert summary["resumed_from"].endswith("sweep/1/checkpoints/last.pt")
+
+    straight = run_trainlab(["train", *config, "seed=1", "hydra.run.dir=straight"], tmp_path)
+    assert straight.returncode == 0, straight.stderr[-2000:]
+    ours = torch.load(tmp_path / "sweep" / "1" / "checkpoints" / "last.pt", weights_only=True)["model"]
+    reference = torch.load(tmp_path / "straight" / "checkpoints" / "last.pt", weights_only=True)["model"]
+    assert all(torch.equal(ours[k], reference[k]) for k in reference), "resumed in the sweep = never stopped"
+
+
+def statuses_of(sweep: Path) -> list[str]:
+    return [json.loads((folder / "summary.json").read_text())["status"] for folder in sweeps.job_folders(sweep)]

@@ -286,20 +286,29 @@ def finished(job_dir: Path) -> Optional[dict]:
     return summary if isinstance(summary, dict) and summary.get("status") in FINISHED else None
 
 
-def set_aside_unfinished(sweep_dir: Path, now) -> tuple[int, list[Path]]:
-    """Before a sweep continues: (jobs with a result, the unfinished job folders moved to
-    <sweep>/.incomplete/<time>/ so their jobs start afresh in an empty folder while nothing is lost)."""
-    done, moved = 0, []
+def resumable(job_dir: Path) -> bool:
+    """A job stopped inside training (a signal, preemption, a kill): no result yet, but a last.pt."""
+    return finished(job_dir) is None and (job_dir / "checkpoints" / "last.pt").is_file()
+
+
+def set_aside_unfinished(sweep_dir: Path, now) -> tuple[int, int, list[Path]]:
+    """Before a sweep continues: (jobs with a result, jobs that resume from their last.pt in place, the
+    other unfinished job folders, moved to <sweep>/.incomplete/<time>/ so their jobs start afresh in an
+    empty folder while nothing is lost)."""
+    done, resumed, moved = 0, 0, []
     target = sweep_dir / SET_ASIDE / now.strftime("%Y-%m-%d_%H-%M-%S")
     for folder in job_folders(sweep_dir):
         if finished(folder) is not None:
             done += 1
             continue
+        if resumable(folder):
+            resumed += 1
+            continue
         destination = target / folder.relative_to(sweep_dir)
         destination.parent.mkdir(parents=True, exist_ok=True)
         folder.rename(destination)
         moved.append(destination)
-    return done, moved
+    return done, resumed, moved
 
 
 def stop_sweep(sweep_dir: Path, why: str) -> None:

@@ -296,6 +296,15 @@ def job(module, name: str, checked: Optional[dict] = None, fail_fast: bool = Fal
                 if fail_fast and stop.exists():
                     sweeps.record_skipped(run_dir, stop.read_text().strip(), summary=name == "train")
                     return sweeps.returned(None) if name == "train" else None
+            if sweeping and name == "train" and sweeps.resumable(run_dir):  # a continued sweep's interrupted job
+                from omegaconf import open_dict
+
+                from trainlab import resume
+
+                with open_dict(config):
+                    config.trainer.resume = str(run_dir)
+                resume.check(config)  # the same job's config: it must agree with its last.pt
+                sweeps.log.info("resuming the interrupted job from its last.pt")
             config = sweeps.fit_to_machine(config, hydra_cfg)
             result = module.run(config, run_dir)
             return sweeps.returned(result, config.trainer.mode) if name == "train" else None
@@ -420,8 +429,9 @@ def run_command(name: str, args: list[str], cwd: Optional[Path] = None, now: Opt
         planned = sweeps.plan(module.CONFIG, args, config_dir(), user_dir) if not flags else None
         checked = compose_checked(module, name, planned.runs, user_dir, planned.labels) if planned else None
         if continuing:  # checked: now the unfinished jobs' folders are set aside, the finished ones skipped
-            done, moved = sweeps.set_aside_unfinished(cwd / given, now)
+            done, resumed, moved = sweeps.set_aside_unfinished(cwd / given, now)
             print(f"trainlab: continuing the sweep in {given}: {done} finished jobs are skipped"
+                  + (f", {resumed} interrupted ones resume from their last.pt" if resumed else "")
                   + (f", {len(moved)} unfinished ones start again (their folders are kept in "
                      f"{given}/{sweeps.SET_ASIDE}/)" if moved else ""), file=sys.stderr)
         if given is None:
