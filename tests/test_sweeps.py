@@ -266,17 +266,27 @@ def test_submitit_local_runs_a_two_job_sweep(tmp_path):
 
 @pytest.mark.slow
 def test_a_failing_job_is_recorded_and_the_others_still_run(tmp_path):
+    """An image folder without train/ passes the checks (the folder exists) and fails when it is read."""
+    (tmp_path / "images").mkdir()
     result = run_trainlab(["train", "-m", "model.channels=[8,16]", "dataset.train_size=400", "trainer.epochs=1",
-                           "dataset.root=nowhere", "dataset.download=false", "dataset=mnist,synthetic"], tmp_path)
+                           "dataset.root=images", "dataset=imagefolder,synthetic"], tmp_path)
     assert result.returncode == 1, result.stderr[-2000:]
     failed, completed = jobs(tmp_path)
     assert summary(completed)["status"] == "completed"
     record = summary(failed)
-    assert record["status"] == "failed" and "MNIST not found" in record["error"]
-    assert (failed / "error.txt").read_text().startswith("MNIST not found")
+    assert record["status"] == "failed" and "images: has no train/ folder" in record["error"]
+    assert (failed / "error.txt").read_text().startswith("images: has no train/ folder")
     assert not (completed / "error.txt").exists()
     assert f"1 of 2 jobs failed ({failed.name} in " in result.stderr.splitlines()[-1]
-    assert "MNIST not found" in (failed / "train.log").read_text()
+    assert "images: has no train/ folder" in (failed / "train.log").read_text()
+
+
+@pytest.mark.slow
+def test_a_dataset_missing_for_one_job_refuses_the_sweep_before_it_starts(tmp_path):
+    result = run_trainlab(["train", "-m", "model.channels=[8,16]", "trainer.epochs=1", "dataset.root=nowhere",
+                           "dataset.download=false", "dataset=mnist,synthetic"], tmp_path)
+    assert result.returncode == 2 and "dataset.download=False dataset=mnist: MNIST not found" in result.stderr
+    assert not (tmp_path / "outputs").exists()
 
 
 @pytest.mark.slow

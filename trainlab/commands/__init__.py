@@ -269,7 +269,7 @@ def job(module, name: str, checked: Optional[dict] = None, fail_fast: bool = Fal
         from hydra.types import RunMode
 
         from trainlab import sweeps
-        from trainlab.errors import TrainingDiverged, TrainlabError, debugging, explain
+        from trainlab.errors import TrainingDiverged, TrainlabError, debugging, explain, first_line
 
         hydra_cfg = HydraConfig.get()
         run_dir = Path(hydra_cfg.runtime.output_dir)
@@ -336,6 +336,8 @@ def job(module, name: str, checked: Optional[dict] = None, fail_fast: bool = Fal
             if not sweeping and debugging():
                 raise
             message, status = explain(error)
+            if message.startswith("unexpected "):  # the traceback is kept in error.txt: name the error plainly
+                message = f"{type(error).__name__}: {first_line(error)}"
             try:
                 sweeps.record_failure(run_dir, message, traceback.format_exc(), summary=name == "train")
                 kept = f" (traceback in {run_dir / sweeps.ERROR_FILE})"
