@@ -225,11 +225,15 @@ def record_failure(run_dir: Path, message: str, details: str = "", summary: bool
     log.error("error: %s", message)
     if details:
         log.error(details)
-    path = run_dir / "summary.json"
-    if summary and not path.exists():
-        record = {"status": "failed", "error": message, "run_dir": str(run_dir),
-                  "best": {"metric": None, "mode": None, "value": None, "epoch": None}}
-        path.write_text(json.dumps(record, indent=2) + "\n")
+    if summary and not (run_dir / "summary.json").exists():
+        write_resultless_summary(run_dir, "failed", message)
+
+
+def write_resultless_summary(run_dir: Path, status: str, error: str) -> None:
+    """summary.json of a job that ended without a result of its own (failed, skipped)."""
+    record = {"status": status, "error": error, "run_dir": str(run_dir),
+              "best": {"metric": None, "mode": None, "value": None, "epoch": None}}
+    (run_dir / "summary.json").write_text(json.dumps(record, indent=2) + "\n")
 
 
 def natural(path: Path) -> list:
@@ -277,13 +281,19 @@ def previous_overrides(sweep_dir: Path) -> Optional[list[str]]:
         return None
 
 
-def finished(job_dir: Path) -> Optional[dict]:
-    """The summary.json of a job that has a result (completed, or diverged), else None."""
+def job_summary(job_dir: Path) -> dict:
+    """A job's summary.json ({} when it has none, or not a readable one)."""
     try:
         summary = json.loads((job_dir / "summary.json").read_text())
     except (OSError, ValueError):
-        return None
-    return summary if isinstance(summary, dict) and summary.get("status") in FINISHED else None
+        return {}
+    return summary if isinstance(summary, dict) else {}
+
+
+def finished(job_dir: Path) -> Optional[dict]:
+    """The summary.json of a job that has a result (completed, or diverged), else None."""
+    summary = job_summary(job_dir)
+    return summary if summary.get("status") in FINISHED else None
 
 
 def resumable(job_dir: Path) -> bool:
@@ -320,13 +330,8 @@ def record_skipped(run_dir: Path, why: str, summary: bool = True) -> None:
     """A job that --fail-fast kept from running: status skipped (a continued sweep runs it)."""
     log.info("skipped: %s", why)
     if summary:
-        record = {"status": "skipped", "error": f"not run: {why}", "run_dir": str(run_dir),
-                  "best": {"metric": None, "mode": None, "value": None, "epoch": None}}
-        (run_dir / "summary.json").write_text(json.dumps(record, indent=2) + "\n")
+        write_resultless_summary(run_dir, "skipped", f"not run: {why}")
 
 
 def skipped(job_dir: Path) -> bool:
-    try:
-        return json.loads((job_dir / "summary.json").read_text()).get("status") == "skipped"
-    except (OSError, ValueError, AttributeError):
-        return False
+    return job_summary(job_dir).get("status") == "skipped"
