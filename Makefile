@@ -30,7 +30,7 @@ test: setup data
 	$(BIN)/python -m pytest
 
 benchmark: setup data
-	$(BIN)/python benchmarks/trainer_vs_plain.py
+	$(BIN)/python benchmarks/suite.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache

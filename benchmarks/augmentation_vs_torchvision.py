@@ -24,6 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from common import figure, write_record
 from trainlab.config import load_option
 from PIL import Image
 from torchvision.transforms import v2
@@ -95,6 +96,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=20000, help="training images used")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--steps", type=int, default=40, help="training steps per end-to-end measurement")
+    parser.add_argument("--json", help="where to write the JSON record (default: benchmarks/results/augmentation_vs_torchvision.json)")
     args = parser.parse_args()
 
     if args.dataset == "fashion_mnist":
@@ -129,6 +131,13 @@ def main() -> None:
           f"ratio {median['tl_data'] / median['tv_data']:.1f}x")
     print(f"median end to end: torchvision {median['tv_e2e']:.0f} img/s, trainlab {median['tl_e2e']:.0f} img/s, "
           f"ratio {median['tl_e2e'] / median['tv_e2e']:.2f}x")
+    data_ratio, e2e_ratio = median["tl_data"] / median["tv_data"], median["tl_e2e"] / median["tv_e2e"]
+    write_record("augmentation_vs_torchvision", [
+        figure("on-device augmentation / torchvision DataLoader (2 workers), data path", round(data_ratio, 1), "x",
+               ">= 10", data_ratio >= 10, trainlab=round(median["tl_data"]), torchvision=round(median["tv_data"])),
+        figure("on-device augmentation / torchvision DataLoader (2 workers), end to end", round(e2e_ratio, 2), "x",
+               None, None, trainlab=round(median["tl_e2e"]), torchvision=round(median["tv_e2e"])),
+    ], args.json, images_per_s=rates, images=args.images, dataset=args.dataset)
 
 
 if __name__ == "__main__":

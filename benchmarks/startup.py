@@ -10,7 +10,7 @@ shared and noisy), in a temporary folder; the figure is the median wall time of 
   trainlab train <1 epoch, 128 synthetic images>    the whole path: compose, check, build, train, test,
                                                     summary.json, with the default callbacks
 
-Prints a table and writes benchmarks/results/startup.json (with the machine it ran on).
+Prints a table and writes a JSON record (benchmarks/results/startup.json, with the machine it ran on).
 
     python benchmarks/startup.py [--rounds 5]
 """
@@ -18,15 +18,15 @@ Prints a table and writes benchmarks/results/startup.json (with the machine it r
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from common import cpu_name, figure, write_record
 
 HEAVY = "import torch, torchvision, hydra, omegaconf, rich; from torch.utils import tensorboard"
 TINY_RUN = ["train", "dataset=synthetic", "dataset.num_train=160", "dataset.val_size=32", "dataset.num_test=32",
@@ -57,6 +57,7 @@ def timed(command: list[str], cwd: Path) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--json", help="where to write the JSON record (default: benchmarks/results/startup.json)")
     args = parser.parse_args()
     runs = commands()
     seconds: dict[str, list[float]] = {name: [] for name in runs}
@@ -68,19 +69,21 @@ def main() -> None:
                 seconds[name].append(timed(command, Path(folder)))
     median = {name: statistics.median(values) for name, values in seconds.items()}
     heavy = median["import the heavy libraries"]
-    print(f"start-up on {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+    print(f"start-up on {cpu_name()}, {os.cpu_count()} cores, "
           f"median of {args.rounds} rounds")
     print(f"{'command':<50} {'seconds':>8} {'beyond the heavy imports':>26}")
     for name, value in median.items():
         beyond = f"{value - heavy:+.2f}" if name.startswith("trainlab train (") else ""
         print(f"{name:<50} {value:8.2f} {beyond:>26}")
-    out = Path(__file__).with_name("results")
-    out.mkdir(exist_ok=True)
-    record = {"machine": {"platform": platform.platform(), "cores": os.cpu_count(), "python": platform.python_version()},
-              "rounds": args.rounds, "seconds": seconds, "median": median}
-    (out / "startup.json").write_text(json.dumps(record, indent=2) + "\n")
-    print(f"written: {out / 'startup.json'}")
-
+    tiny = median["trainlab train (1 epoch, 128 synthetic images)"] - heavy
+    write_record("startup", [
+        figure("start-up: trainlab train --cfg job", round(median["trainlab train --cfg job"], 2), "s", "< 0.5",
+               median["trainlab train --cfg job"] < 0.5),
+        figure("start-up: trainlab --help", round(median["trainlab --help"], 2), "s"),
+        figure("start-up: python -c 'import torch'", round(median["python -c 'import torch'"], 2), "s"),
+        figure("start-up: 1-epoch run on 128 synthetic images, beyond the heavy imports", round(tiny, 2), "s",
+               "< 1", tiny < 1, heavy_imports=round(heavy, 2)),
+    ], args.json, rounds=args.rounds, seconds=seconds, median=median)
 
 if __name__ == "__main__":
     main()

@@ -9,7 +9,7 @@ torch.saves its weights once; it gets its data pre-normalized as float, which on
 
     python benchmarks/trainer_vs_plain.py [--steps 60] [--rounds 3] [--dataset fashion_mnist|synthetic]
 
-Prints samples/s of each and the ratio trainlab / plain (>= 0.95 is the target).
+Prints samples/s of each and the ratio trainlab / plain (>= 0.97 is the target) and writes a JSON record.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 import yaml
 
+from common import figure, write_record
 from trainlab.build import build_callbacks
 from trainlab.callbacks.base import RunInfo
 from trainlab.config import load_option
@@ -36,15 +37,16 @@ from trainlab.optim import cosine_schedule
 from trainlab.train import Trainer
 
 
-def plain_loop(model, images, labels, batch_size, steps, generator, val, folder):
+def plain_loop(model, images, labels, batch_size, steps, generator, val, folder, amp=None):
     """The reference: what one writes by hand for in-memory data."""
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
     model.train()
-    order = torch.randperm(images.shape[0], generator=generator)
+    order = torch.randperm(images.shape[0], generator=generator).to(images.device)
     for step in range(steps):
         index = order[step * batch_size:(step + 1) * batch_size]
-        loss = F.cross_entropy(model(images[index]), labels[index])
+        with torch.autocast(images.device.type, dtype=amp or torch.bfloat16, enabled=amp is not None):
+            loss = F.cross_entropy(model(images[index]), labels[index])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -56,7 +58,7 @@ def plain_loop(model, images, labels, batch_size, steps, generator, val, folder)
     return loss.item(), accuracy
 
 
-def default_callbacks(folder, model, train_size, val_size, extra=(), settings=()):
+def default_callbacks(folder, model, train_size, val_size, extra=(), settings=(), device="cpu"):
     """The callbacks `trainlab train` builds by default (plus `extra` options of configs/callbacks),
     writing into `folder`."""
     from omegaconf import OmegaConf
@@ -71,17 +73,18 @@ def default_callbacks(folder, model, train_size, val_size, extra=(), settings=()
     cfg.callbacks.console.model_summary = False  # the table costs a forward pass at start, not per step
     run = RunInfo(run_dir=Path(folder), monitor="val/acc", mode="max",
                   config={"optimizer": {"lr": 1e-3}, "trainer": {"batch_size": 128, "epochs": 1}, "seed": 0},
-                  summary={"params": sum(p.numel() for p in model.parameters()), "device": "cpu",
+                  summary={"params": sum(p.numel() for p in model.parameters()), "device": str(device),
                            "train_size": train_size, "val_size": val_size, "test_size": 0})
     return build_callbacks(cfg, run)
 
 
-def trainlab_epoch(model, loader, val_loader, steps, folder, extra=(), settings=()):
+def trainlab_epoch(model, loader, val_loader, steps, folder, extra=(), settings=(), device=torch.device("cpu"),
+                   amp=None):
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     scheduler = cosine_schedule(optimizer, steps_per_epoch=steps, total_steps=steps)
-    trainer = Trainer(model, optimizer, scheduler, torch.device("cpu"), log_every=50,
+    trainer = Trainer(model, optimizer, scheduler, device, log_every=50, amp_dtype=amp,
                       callbacks=default_callbacks(folder, model, loader.num_samples, val_loader.num_samples, extra,
-                                                   settings))
+                                                   settings, device))
     result = trainer.fit(loader, val_loader, epochs=1)
     trainer.callbacks["tensorboard"].close()
     return result
@@ -97,6 +100,10 @@ def main() -> None:
                         help="an extra callback option of configs/callbacks (e.g. histograms), repeatable")
     parser.add_argument("--set", dest="settings", action="append", default=[],
                         help="a callback key, e.g. histograms.every=20 or update_ratio.every=10, repeatable")
+    parser.add_argument("--device", default="cpu", help="cpu | cuda (benchmarks/cuda_check.sh)")
+    parser.add_argument("--bf16", action="store_true", help="bf16 autocast on both sides")
+    parser.add_argument("--channels-last", action="store_true", help="NHWC model and batches on both sides")
+    parser.add_argument("--json", help="where to write the JSON record (default: benchmarks/results/trainer_vs_plain.json)")
     args = parser.parse_args()
 
     if args.dataset == "fashion_mnist":
@@ -104,42 +111,56 @@ def main() -> None:
     else:
         data = make_synthetic(num_train=args.steps * args.batch_size)
     count = args.steps * args.batch_size
-    images, labels = data.train_images[:count], data.train_labels[:count]
+    device, amp = torch.device(args.device), torch.bfloat16 if args.bf16 else None
+    images, labels = data.train_images[:count].to(device), data.train_labels[:count].to(device)
     normalize = MeanStd().fit(images)
     pre_normalized = normalize(images)  # the plain loop's data: already float
+    if args.channels_last:
+        pre_normalized = pre_normalized.contiguous(memory_format=torch.channels_last)
 
     torch.manual_seed(0)
-    reference = CNN(list(data.input_shape), data.num_classes)
-    loader = DeviceLoader(images, labels, args.batch_size, normalize=normalize, shuffle=True, drop_last=True)
-    val_images, val_labels = data.test_images[:args.batch_size], data.test_labels[:args.batch_size]
-    val_loader = DeviceLoader(val_images, val_labels, args.batch_size, normalize=normalize)
+    reference = CNN(list(data.input_shape), data.num_classes).to(device)
+    if args.channels_last:
+        reference = reference.to(memory_format=torch.channels_last)
+    layout = dict(normalize=normalize, channels_last=args.channels_last)
+    loader = DeviceLoader(images, labels, args.batch_size, shuffle=True, drop_last=True, **layout)
+    val_images = data.test_images[:args.batch_size].to(device)
+    val_labels = data.test_labels[:args.batch_size].to(device)
+    val_loader = DeviceLoader(val_images, val_labels, args.batch_size, **layout)
     val = (normalize(val_images), val_labels)
     print(f"callbacks: default{''.join(' + ' + e for e in args.extra)}"
           + (f" ({', '.join(args.settings)})" if args.settings else ""))
     print(f"{args.dataset}: {count} images, batch {args.batch_size}, {args.steps} steps per side and round, "
-          f"{torch.get_num_threads()} threads, torch {torch.__version__}")
+          f"{torch.get_num_threads()} threads, torch {torch.__version__}, {device}"
+          + (", bf16" if amp else "") + (", channels_last" if args.channels_last else ""))
 
     with tempfile.TemporaryDirectory() as folder:
         # one warm-up round each (allocator, kernels, the TensorBoard import), not timed
         plain_loop(copy.deepcopy(reference), pre_normalized, labels, args.batch_size, 5,
-                   torch.Generator().manual_seed(0), val, folder)
-        warm = DeviceLoader(images[:5 * args.batch_size], labels[:5 * args.batch_size], args.batch_size,
-                            normalize=normalize)
-        trainlab_epoch(copy.deepcopy(reference), warm, val_loader, 5, f"{folder}/warm", args.extra, args.settings)
+                   torch.Generator().manual_seed(0), val, folder, amp)
+        warm = DeviceLoader(images[:5 * args.batch_size], labels[:5 * args.batch_size], args.batch_size, **layout)
+        trainlab_epoch(copy.deepcopy(reference), warm, val_loader, 5, f"{folder}/warm", args.extra, args.settings,
+                       device, amp)
         rates = {"plain": [], "trainlab": []}
         for round_index in range(args.rounds):
             started = time.perf_counter()
             plain_loop(copy.deepcopy(reference), pre_normalized, labels, args.batch_size, args.steps,
-                       torch.Generator().manual_seed(round_index), val, folder)
+                       torch.Generator().manual_seed(round_index), val, folder, amp)
             rates["plain"].append(count / (time.perf_counter() - started))
             started = time.perf_counter()
             trainlab_epoch(copy.deepcopy(reference), loader, val_loader, args.steps, f"{folder}/round{round_index}",
-                           args.extra, args.settings)
+                           args.extra, args.settings, device, amp)
             rates["trainlab"].append(count / (time.perf_counter() - started))
             print(f"round {round_index + 1}: plain {rates['plain'][-1]:8.0f} samples/s   "
                   f"trainlab {rates['trainlab'][-1]:8.0f} samples/s")
     plain, ours = statistics.median(rates["plain"]), statistics.median(rates["trainlab"])
     print(f"median: plain {plain:.0f} samples/s, trainlab {ours:.0f} samples/s, ratio trainlab/plain = {ours / plain:.3f}")
+    callbacks = "default" + "".join(f" + {extra}" for extra in args.extra)
+    write_record("trainer_vs_plain", [
+        figure(f"Trainer / plain loop, training throughput on {device.type} ({callbacks} callbacks)", round(ours / plain, 3), "x",
+               ">= 0.97", ours / plain >= 0.97, trainlab=round(ours), plain=round(plain)),
+    ], args.json, samples_per_s=rates, steps=args.steps, batch_size=args.batch_size, dataset=args.dataset,
+       device=str(device), bf16=args.bf16, channels_last=args.channels_last)
 
 
 if __name__ == "__main__":

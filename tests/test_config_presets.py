@@ -41,7 +41,7 @@ def key_line(key: str) -> str:
 
 
 def test_there_are_options_to_check():
-    assert len(OPTIMIZERS) == 10 and len(MODELS) == 9 and len(PRESETS) >= 13
+    assert len(OPTIMIZERS) == 10 and len(MODELS) == 10 and len(PRESETS) >= 13
 
 
 # ---------------------------------------------------------------- optimizer: the trainlab keys

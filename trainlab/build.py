@@ -31,7 +31,8 @@ from trainlab.init import apply_init, check_init, needs_batch
 from trainlab.models import build_model, count_parameters
 from trainlab.optim import build_optimizer, build_schedule
 from trainlab.regularization import build_penalty
-from trainlab.runtime import compile_model, resolve_amp, resolve_channels_last, resolve_device, seed_everything
+from trainlab.runtime import (compile_model, resolve_amp, resolve_channels_last, resolve_compile, resolve_device,
+                              seed_everything)
 from trainlab.train import StepSettings, Trainer
 from trainlab.transfer import freeze, resolve_pretrained_path, setup_transfer, split_model_config
 from trainlab.tta import build_views
@@ -56,6 +57,14 @@ class Experiment:
     init_report: dict
     transfer: dict
     notices: list[str] = field(default_factory=list)
+    channels_last: bool = False
+
+    @property
+    def runtime(self) -> dict:
+        """How the `auto` trainer settings resolved on this device (summary.json's `runtime`)."""
+        return {"channels_last": self.channels_last, "amp": str(self.amp_dtype).replace("torch.", "") if self.amp_dtype
+                else None, "compiled": self.forward is not None, "eval_batch_size": self.data.val.batch_size,
+                "threads": torch.get_num_threads()}
 
     @property
     def monitor(self) -> str:
@@ -81,14 +90,20 @@ def model_activation(cfg: DictConfig) -> tuple[str, Any]:
 
 
 def initialize_weights(model: nn.Module, cfg: DictConfig, train_loader) -> dict:
-    """The `init` option, with gains that follow model.activation; LSUV gets one real training batch."""
+    """The `init` option, with gains that follow model.activation; LSUV and a model's `init_from_data` get one
+    real training batch."""
     activation, params = model_activation(cfg)
     batch = None
-    if needs_batch(cfg.init):
+    data_init = getattr(model, "init_from_data", None)  # a model with data-dependent set-up (airbench's whitening)
+    if needs_batch(cfg.init) or data_init is not None:
         state = train_loader.generator.get_state()  # borrowing a batch must not change the run's shuffling
         batch, _ = next(iter(train_loader))
         train_loader.generator.set_state(state)
-    return apply_init(model, cfg.init, activation=activation, activation_params=params, batch=batch)
+    report = apply_init(model, cfg.init, activation=activation, activation_params=params, batch=batch)
+    if data_init is not None:
+        data_init(batch)
+        report["init_from_data"] = True
+    return report
 
 
 def schedule(cfg: DictConfig, optimizer: torch.optim.Optimizer, steps_per_epoch: int):
@@ -119,12 +134,13 @@ def build_experiment(cfg: DictConfig, *, resuming: bool = False) -> Experiment:
     steps_per_epoch = math.ceil(len(data.train) / trainer.accumulate)
     scheduler = schedule(cfg, optimizer, steps_per_epoch)
     amp_dtype, notices = resolve_amp(trainer.amp, trainer.amp_dtype, device)
-    forward, compile_notices = compile_model(model, trainer.compile)
+    forward, compile_notices = compile_model(model, resolve_compile(trainer.compile, device))
     return Experiment(cfg=cfg, device=device, data=data, model=model, optimizer=optimizer, scheduler=scheduler,
                       steps_per_epoch=steps_per_epoch, amp_dtype=amp_dtype, forward=forward,
                       penalty=build_penalty(model, trainer.l1, trainer.l2),
                       tta_views=build_views(**cfg.tta) if cfg.get("tta") else None, params=params,
-                      init_report=init_report, transfer=transfer, notices=notices + compile_notices)
+                      init_report=init_report, transfer=transfer, notices=notices + compile_notices,
+                      channels_last=channels_last)
 
 
 def build_callbacks(cfg: DictConfig, run: RunInfo) -> dict[str, Callback]:

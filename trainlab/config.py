@@ -36,7 +36,7 @@ def free(default: Any) -> Any:
 class TrainerSchema:
     epochs: int = 5
     batch_size: Any = 128  # a whole number >= 1, or "full" (full-batch gradient descent)
-    eval_batch_size: int = free(256)
+    eval_batch_size: Any = free("auto")  # auto (the fastest measured on the device) or a whole number >= 1
     device: str = free("auto")
     monitor: str = "val/acc"
     mode: str = "max"
@@ -46,7 +46,7 @@ class TrainerSchema:
     deterministic: bool = False
     amp: str = "auto"
     amp_dtype: str = "bf16"
-    compile: bool = False
+    compile: str = "auto"
     channels_last: str = "auto"
     resume: Optional[str] = free(None)
     checkpoint_every_steps: Optional[int] = free(None)  # last.pt inside epochs too (where a resume continues)
@@ -120,7 +120,8 @@ def _non_negative(value: Any) -> bool:
 TRAINER_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "epochs": (_positive_int, "a whole number >= 1"),
     "batch_size": (_batch_size, "a whole number >= 1 or full (the whole training split in one batch)"),
-    "eval_batch_size": (_positive_int, "a whole number >= 1"),
+    "eval_batch_size": (lambda v: v == "auto" or (isinstance(v, int) and not isinstance(v, bool) and v >= 1),
+                        "auto or a whole number >= 1"),
     "device": (lambda v: v in DEVICES or v.startswith("cuda:"), "one of " + "|".join(DEVICES)),
     "monitor": (lambda v: v in MONITORED + EMA_MONITORED, "one of " + "|".join(MONITORED + EMA_MONITORED)),
     "mode": (lambda v: v in ("max", "min"), "max or min"),
@@ -129,6 +130,7 @@ TRAINER_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "amp": (lambda v: v.lower() in SWITCHES, "auto, true or false"),
     "amp_dtype": (lambda v: v in AMP_DTYPES, "bf16 or fp16"),
     "channels_last": (lambda v: v.lower() in SWITCHES, "auto, true or false"),
+    "compile": (lambda v: v.lower() in SWITCHES, "auto, true or false"),
     "clip_grad_norm": (_off_or_positive, "null (off) or a number > 0"),
     "clip_grad_value": (_off_or_positive, "null (off) or a number > 0"),
     "checkpoint_every_steps": (lambda v: v is None or _positive_int(v),

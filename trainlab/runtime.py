@@ -6,6 +6,7 @@ console (the caller decides where notices go), so nothing here prints.
 
 from __future__ import annotations
 
+import math
 import os
 import random
 from typing import Callable, Optional
@@ -44,16 +45,47 @@ def seed_everything(seed: int, deterministic: bool) -> None:
     torch.backends.cudnn.benchmark = not deterministic
 
 
+# What each `auto` of the trainer resolves to, per device type, as benchmarks/auto_choices.py measured it
+# (its figures are in README's Performance section). CPU (oneDNN): NHWC convolutions train 1.2-1.3x faster;
+# bf16 autocast is slower without AMX; torch.compile costs a minute of start-up for short runs. CUDA:
+# NHWC + bf16 tensor cores; compile pays back over any run longer than a minute. MPS: left as torch's
+# defaults (nothing measured there).
+AUTO_CHANNELS_LAST = {"cuda": True, "cpu": True}
+AUTO_AMP = {"cuda": True}
+AUTO_COMPILE = {"cuda": True}
+AUTO_EVAL_BATCH_SIZE = {"cuda": 2048, "cpu": 1024}
+DEFAULT_EVAL_BATCH_SIZE = 256
+
+
 def resolve_channels_last(setting: str, device: torch.device) -> bool:
-    """trainer.channels_last: auto means on CUDA, where convolutions prefer NHWC."""
-    return switch(setting, auto=device.type == "cuda")
+    """trainer.channels_last: auto means where NHWC convolutions measured faster (CUDA, CPU)."""
+    return switch(setting, auto=AUTO_CHANNELS_LAST.get(device.type, False))
+
+
+def resolve_compile(setting, device: torch.device) -> bool:
+    """trainer.compile: auto means on CUDA (on the CPU, compiling costs more than a short run gains)."""
+    return switch(setting, auto=AUTO_COMPILE.get(device.type, False))
+
+
+EVAL_BATCH_VALUES = 2**25  # auto keeps an evaluation batch under 128 MiB of fp32 input (large images)
+
+
+def resolve_eval_batch_size(setting, device: torch.device, input_shape=None) -> int:
+    """trainer.eval_batch_size: auto is the size that evaluated fastest on this device type, fewer images
+    for large ones (input_shape C, H, W) so one batch's input stays under EVAL_BATCH_VALUES values."""
+    if setting != "auto":
+        return int(setting)
+    size = AUTO_EVAL_BATCH_SIZE.get(device.type, DEFAULT_EVAL_BATCH_SIZE)
+    if input_shape is not None:
+        size = min(size, max(32, EVAL_BATCH_VALUES // math.prod(input_shape)))
+    return size
 
 
 def resolve_amp(amp: str, amp_dtype: str, device: torch.device) -> tuple[Optional[torch.dtype], list[str]]:
     """trainer.amp (auto: on CUDA) and trainer.amp_dtype -> the autocast dtype (None = fp32) and notices.
 
     fp16 on the CPU falls back to fp32: torch's CPU kernels do not train in fp16."""
-    enabled = switch(amp, auto=device.type == "cuda")
+    enabled = switch(amp, auto=AUTO_AMP.get(device.type, False))
     dtype = torch.float16 if amp_dtype == "fp16" else torch.bfloat16
     if not enabled:
         return None, []
@@ -66,7 +98,8 @@ def resolve_amp(amp: str, amp_dtype: str, device: torch.device) -> tuple[Optiona
 
 
 def compile_model(model: torch.nn.Module, enabled: bool) -> tuple[Optional[Callable], list[str]]:
-    """torch.compile(model) for the forward pass (state dicts still come from `model`), or None, with notices."""
+    """torch.compile(model) for the forward pass (state dicts still come from `model`), or None, with notices;
+    `enabled` is resolve_compile's answer."""
     if not enabled:
         return None, []
     try:

@@ -445,15 +445,9 @@ def print_report(report: dict) -> None:
 
 
 def write_figure(counts, classes: list, title: str, path: Path) -> Path:
-    import matplotlib.pyplot as plt
+    from trainlab.callbacks.images import confusion_figure, rendered, save_png
 
-    from trainlab.callbacks.images import confusion_figure
-
-    figure = confusion_figure(counts, [str(c) for c in classes], title)
-    try:
-        figure.savefig(path)
-    finally:
-        plt.close(figure)
+    save_png(rendered(confusion_figure(counts, [str(c) for c in classes], title)), path)
     return path
 
 

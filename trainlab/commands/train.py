@@ -128,6 +128,7 @@ def run(cfg, run_dir: Path) -> dict:
         "stopped_early": None, "ema": (cfg.callbacks.get("ema") or {}).get("decay"),
         "best_from_ema": experiment.monitor.startswith("val_ema/"),
         "train_size": data.train.num_samples, "val_size": data.val.num_samples, "test_size": data.test.num_samples,
+        "runtime": experiment.runtime, "notices": list(experiment.notices),
     }
     run = RunInfo(run_dir=run_dir, monitor=experiment.monitor, mode=trainer_cfg.mode, config=plain_cfg,
                   summary=summary, input_shape=data.input_shape, notices=experiment.notices, data=data,
@@ -163,6 +164,10 @@ def run(cfg, run_dir: Path) -> dict:
             train_samples_per_s=fit.samples_seen / max(fit.train_seconds, 1e-9), steps=trainer.step,
             skipped_batches=trainer.skipped,
         )
+        if experiment.device.type == "cuda":  # the figure GPU users size their batch by
+            import torch
+
+            summary["peak_gpu_memory_mib"] = torch.cuda.max_memory_allocated(experiment.device) / 2**20
     except KeyboardInterrupt as stop:
         summary.update(status="interrupted", signal=signal_name(stop),
                        best=best(), steps=trainer.step)

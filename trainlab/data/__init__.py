@@ -17,6 +17,7 @@ from trainlab.data.preprocess import MeanStd, Preprocessor
 from trainlab.data.splits import split_train_val
 from trainlab.data.stream import StreamedDataset, StreamLoader, sample_images, split_streamed
 from trainlab.errors import ConfigError
+from trainlab.runtime import resolve_eval_batch_size
 
 
 @dataclass
@@ -94,11 +95,12 @@ def build_data(cfg, device: torch.device, seed: int, channels_last: bool = False
     train_x, train_y, val_x, val_y, test_x, test_y = on_device
     common = dict(normalize=preprocess, channels_last=channels_last)
     trainer = cfg.trainer
+    eval_batch = resolve_eval_batch_size(trainer.eval_batch_size, device, dataset.input_shape)
     return DataBundle(
         train=DeviceLoader(train_x, train_y, trainer.batch_size, augment=augment if len(augment) else None,
                            shuffle=True, drop_last=trainer.drop_last, seed=seed + 1, **common),
-        val=DeviceLoader(val_x, val_y, trainer.eval_batch_size, **common),
-        test=DeviceLoader(test_x, test_y, trainer.eval_batch_size, **common),
+        val=DeviceLoader(val_x, val_y, eval_batch, **common),
+        test=DeviceLoader(test_x, test_y, eval_batch, **common),
         preprocess=preprocess,
         augment=augment,
         mix=build_mix(cfg.augmentation.get("mix"), dataset.num_classes),
@@ -110,6 +112,7 @@ def build_data(cfg, device: torch.device, seed: int, channels_last: bool = False
 def build_streamed(cfg, dataset: StreamedDataset, device: torch.device, seed: int, channels_last: bool) -> DataBundle:
     """The same bundle for a dataset too large for memory: files decoded by DataLoader workers, batch by batch."""
     data_cfg, trainer = cfg.dataset, cfg.trainer
+    eval_batch = resolve_eval_batch_size(trainer.eval_batch_size, device, dataset.input_shape)
     train_files, val_files = split_streamed(dataset, data_cfg.val_size, data_cfg.train_size, seed,
                                             data_cfg.get("folds"), data_cfg.get("fold", 0))
     if len(val_files) == 0:
@@ -121,8 +124,8 @@ def build_streamed(cfg, dataset: StreamedDataset, device: torch.device, seed: in
     return DataBundle(
         train=StreamLoader(train_files, trainer.batch_size, augment=augment if len(augment) else None,
                            shuffle=True, drop_last=trainer.drop_last, seed=seed + 1, **common),
-        val=StreamLoader(val_files, trainer.eval_batch_size, **common),
-        test=StreamLoader(dataset.test, trainer.eval_batch_size, **common),
+        val=StreamLoader(val_files, eval_batch, **common),
+        test=StreamLoader(dataset.test, eval_batch, **common),
         preprocess=preprocess,
         augment=augment,
         mix=build_mix(cfg.augmentation.get("mix"), dataset.num_classes),
