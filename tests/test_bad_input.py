@@ -114,7 +114,7 @@ CASES = {
     "resume from best.pt": Case(["train", *BASE, "trainer.resume=done/checkpoints/best.pt"],
                                 r"best.pt holds weights only; resume from last.pt"),
     "resume with another lr": Case(["train", *BASE, "trainer.resume=done", "trainer.epochs=3", "optimizer.lr=0.5"],
-                                   r"this run has optimizer.lr=0.5 but the checkpoint's run had 0.001"),
+                                   r"this run has optimizer.lr=0.5 but the checkpoint's run had 0.1"),
     "pretrained truncated": Case(["train", *BASE, "model.pretrained=truncated.pt"],
                                  r"model.pretrained=truncated.pt: cannot read it as a weights file \(it is truncated"),
     "pretrained missing": Case(["train", *BASE, "model.pretrained=nowhere.pt"],

@@ -19,7 +19,8 @@ from trainlab.config import validate
 from trainlab.errors import ConfigError
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-HEALTHY = ["dataset=synthetic", "model=mlp", "optimizer=adam", "optimizer.lr=0.003"]
+HEALTHY = ["dataset=synthetic", "model=mlp", "optimizer=adam", "optimizer.lr=0.003", "augmentation=none",
+           "trainer.label_smoothing=0"]  # no regularization on (the default experiment has flips, crops, smoothing)
 
 
 def composed(overrides: list[str]):

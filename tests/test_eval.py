@@ -210,7 +210,7 @@ def test_run_rebuilds_the_model_and_the_saved_preprocessing(tmp_path, capsys):
     from trainlab.commands import eval as evaluation
     from trainlab.evaluate import evaluate
 
-    path = fake_checkpoint(tmp_path / "run")
+    path = fake_checkpoint(tmp_path / "run", "tta=none")  # the run's own test-time augmentation: none
     cfg = checked("eval", f"checkpoint={path}", "trainer.device=cpu")
     (tmp_path / "out").mkdir()
     report = evaluation.run(cfg, tmp_path / "out")

@@ -22,6 +22,7 @@ SPE, EPOCHS, LR = 10, 12, 0.1  # steps per epoch, epochs, base learning rate
 TOTAL = SPE * EPOCHS
 SCHEDULES = ["constant", "cosine", "cosine_restarts", "cyclic", "exponential", "inverse_sqrt", "inverse_time",
              "linear", "multistep", "onecycle", "plateau", "step"]
+PRESETS = {"warmup_linear": "linear"}  # a schedule with its own values: the default experiment's
 
 
 def load(name: str, **overrides):
@@ -42,11 +43,22 @@ def approx(values):
 
 
 def test_every_schedule_has_a_config_file_with_all_keys():
-    assert sorted(p.stem for p in (CONFIGS / "schedule").glob("*.yaml")) == SCHEDULES
+    assert sorted(p.stem for p in (CONFIGS / "schedule").glob("*.yaml")) == sorted(SCHEDULES + list(PRESETS))
     for name in SCHEDULES:
         cfg = load(name)
         assert cfg._partial_ is True and cfg._target_ == f"trainlab.optim.{name}_schedule"
         assert "warmup_epochs" in cfg and cfg.warmup_epochs == 0
+    for name, schedule in PRESETS.items():
+        cfg = load(name)
+        assert cfg._target_ == f"trainlab.optim.{schedule}_schedule" and set(cfg) == set(load(schedule))
+
+
+def test_warmup_linear_ramps_for_half_an_epoch_then_decays_to_zero():
+    lrs = curve("warmup_linear")
+    peak = lrs.index(max(lrs))
+    assert max(lrs) == pytest.approx(LR) and peak == SPE // 2
+    assert all(a < b for a, b in zip(lrs[:peak], lrs[1:peak + 1]))  # rising
+    assert all(a > b for a, b in zip(lrs[peak:], lrs[peak + 1:])) and lrs[-1] < LR / (TOTAL - peak) * 1.01
 
 
 @pytest.mark.parametrize("name", SCHEDULES)

@@ -186,6 +186,7 @@ def test_time_to_accuracy_runs_each_seed_and_records_its_accuracy(tmp_path):
     wall, lowest = record["figures"]
     assert lowest["value"] == min(run["test_acc"] for run in record["runs"]) and lowest["target"] == ">= 91.5%"
     assert record["machine"]["cores"] >= 1
+    assert "test acc" in (tmp_path / "default_seed1.log").read_text()  # each run's console, beside the record
 
 
 def test_peak_rss_of_a_child_is_its_own():
@@ -200,3 +201,13 @@ def test_without_whitening_the_first_conv_trains_and_keeps_its_initialization():
     before = model.whiten.weight.detach().clone()
     model.init_from_data(digits())
     assert model.whiten.weight.requires_grad and torch.equal(model.whiten.weight, before)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without CUDA")
+@pytest.mark.parametrize("script", ["cuda_check.py", "cuda_check.sh"])
+def test_the_cuda_check_fails_loudly_without_cuda(script):
+    command = ([sys.executable] if script.endswith(".py") else ["bash"]) + [str(ROOT / "benchmarks" / script)]
+    result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode != 0
+    assert "CUDA is not available" in result.stderr and "fall back to the CPU" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -54,9 +54,15 @@ def rendered(figure) -> "numpy.ndarray":  # noqa: F821
 
 
 def save_png(pixels, path) -> None:
+    """The picture as a PNG file; a failed write names the file (PIL's own error does not)."""
     from PIL import Image
 
-    Image.fromarray(pixels).save(path)
+    from trainlab.errors import CannotWrite
+
+    try:
+        Image.fromarray(pixels).save(path)
+    except OSError as error:
+        raise CannotWrite(path, error.strerror or str(error)) from None
 
 
 def import_matplotlib_meanwhile() -> None:

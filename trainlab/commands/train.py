@@ -25,9 +25,26 @@ def check(cfg, context) -> None:
 
 
 def write_summary(path: Path, summary: dict) -> None:
+    from trainlab.errors import CannotWrite
+
     temporary = path.with_suffix(".json.tmp")
-    temporary.write_text(json.dumps(summary, indent=2) + "\n")
-    os.replace(temporary, path)
+    try:
+        temporary.write_text(json.dumps(summary, indent=2) + "\n")
+        os.replace(temporary, path)
+    except OSError as error:
+        temporary.unlink(missing_ok=True)
+        raise CannotWrite(path, error.strerror or str(error)) from None
+
+
+def write_ending(path: Path, summary: dict) -> None:
+    """summary.json of a run that is stopping on an error: when even that cannot be written (the disk that
+    failed the run is full), the run's own error is what the user needs to see, not this one."""
+    from trainlab.errors import CannotWrite
+
+    try:
+        write_summary(path, summary)
+    except CannotWrite:
+        pass
 
 
 def choices() -> dict[str, Any]:
@@ -171,15 +188,15 @@ def run(cfg, run_dir: Path) -> dict:
     except KeyboardInterrupt as stop:
         summary.update(status="interrupted", signal=signal_name(stop),
                        best=best(), steps=trainer.step)
-        write_summary(run_dir / "summary.json", summary)
+        write_ending(run_dir / "summary.json", summary)
         raise
     except TrainingDiverged as error:
         summary.update(status="diverged", error=str(error), divergence=error.details, best=best(), steps=trainer.step)
-        write_summary(run_dir / "summary.json", summary)
+        write_ending(run_dir / "summary.json", summary)
         raise
     except Exception as error:
         summary.update(status="failed", error=f"{type(error).__name__}: {error}", best=best(), steps=trainer.step)
-        write_summary(run_dir / "summary.json", summary)
+        write_ending(run_dir / "summary.json", summary)
         raise
     write_summary(run_dir / "summary.json", summary)
     trainer.callbacks.fire("on_test_end", trainer, summary)
