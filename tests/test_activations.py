@@ -262,7 +262,8 @@ def test_cli_collapse_json_png_and_tensorboard(tmp_path):
 def test_cli_checkpoint_of_a_trained_run_folder(tmp_path, one_thread):
     model = ["dataset=synthetic", "dataset.num_train=256", "dataset.num_test=64", "dataset.val_size=64",
              "model=mlp", "model.hidden=[32,32]", "model.activation=tanh"]
-    trained = run_trainlab(["train", *model, "trainer.epochs=2", "optimizer.lr=0.01", "trainer.log_every=2"], tmp_path)
+    trained = run_trainlab(["train", *model, "trainer.epochs=2", "optimizer=adam", "optimizer.lr=0.01",
+                            "trainer.log_every=2"], tmp_path)
     assert trained.returncode == 0, trained.stderr[-3000:]
     (train_run,) = run_folders(tmp_path, "train")
     result = run_trainlab(["activations", *model, f"checkpoint={train_run}"], tmp_path)

@@ -229,3 +229,19 @@ def test_the_callbacks_checkpoints_load_with_plain_torch_weights_only(tmp_path):
     update(ckpt, 1, 0.5, "val/acc")
     for path in (ckpt.best_path, ckpt.last_path):
         assert torch.load(path, weights_only=True)["format"] == FORMAT
+
+
+def test_a_resumed_run_keeps_its_own_augmentation_when_the_default_option_has_more_keys():
+    """Keys the checkpoint's run lacks come from this composition only within the same group option:
+    augmentation has no _target_, so its choice tells flip from flip_crop (the default's crop op must not
+    join a run that trained with flips alone)."""
+    from trainlab.resume import continued_config
+
+    theirs = {"augmentation": {"ops": {"flip": {"p": 0.5}}}, "trainer": {"epochs": 6}}
+    ours = {"augmentation": {"ops": {"crop": {"padding": 2}, "flip": {"p": 0.5}}}, "trainer": {"epochs": 6, "new": 1}}
+    kept = continued_config(ours, theirs, set(), set(), {"augmentation": "flip_crop", "trainer": "default"},
+                            {"augmentation": "flip", "trainer": "default"})
+    assert kept["augmentation"] == {"ops": {"flip": {"p": 0.5}}}
+    assert kept["trainer"] == {"epochs": 6, "new": 1}  # a key added later to the same option still arrives
+    same = continued_config(ours, theirs, set(), set(), {"augmentation": "flip"}, {"augmentation": "flip"})
+    assert "crop" in same["augmentation"]["ops"]

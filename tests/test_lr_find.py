@@ -229,7 +229,7 @@ def test_lr_find_suggests_a_working_lr_and_touches_nothing_else(tmp_path):
     assert printed, result.stdout
     suggestion = float(printed.group(1))
     assert WORKING_LR / 10 <= suggestion <= WORKING_LR * 10, result.stdout
-    assert "schedule (cosine) is ignored" in result.stdout
+    assert "schedule (warmup_linear) is ignored" in result.stdout
     assert f"train with: trainlab train {' '.join(SYNTHETIC_MLP)} optimizer.lr={printed.group(1)}" in result.stdout
 
     found = json.loads((run_dir / "lr_find.json").read_text())

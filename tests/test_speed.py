@@ -139,7 +139,9 @@ def test_the_speedrun_experiment_composes_the_airbench_recipe():
     assert cfg.model._target_ == "trainlab.models.airbench.Airbench"
     assert cfg.optimizer.nesterov and cfg.trainer.label_smoothing == 0.2
     assert cfg.schedule.warmup_epochs > 0 and cfg.schedule.end_factor == 0
-    assert cfg.tta.flip and set(cfg.augmentation.ops) == {"crop", "flip"} and cfg.augmentation.ops.crop.padding == 2
+    assert not cfg.tta.flip and cfg.tta.crops == 1 and not cfg.augmentation.get("ops")  # measured worse at 5 epochs
+    airbench = composed("experiment=fmnist_speedrun", "augmentation=flip_crop", "tta=crops_flip")  # the ablation's
+    assert set(airbench.augmentation.ops) == {"crop", "flip"} and airbench.augmentation.ops.crop.padding == 2
 
 
 def test_the_speedrun_recipe_trains_end_to_end(tmp_path):
@@ -148,7 +150,8 @@ def test_the_speedrun_recipe_trains_end_to_end(tmp_path):
                              f"hydra.run.dir={tmp_path}"], capture_output=True, text=True, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     summary = json.loads((tmp_path / "summary.json").read_text())
-    assert summary["choices"]["model"] == "airbench" and 0 <= summary["test_tta"]["acc"] <= 1
+    assert summary["choices"]["model"] == "airbench" and 0 <= summary["test"]["acc"] <= 1
+    assert summary["runtime"]["channels_last"] and not summary["runtime"]["compiled"]  # auto on the CPU
 
 
 # --- the suite's plumbing ---------------------------------------------------------------------------------

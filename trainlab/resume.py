@@ -102,12 +102,21 @@ def _section_option(section: Any) -> Any:
     return section.get("_target_") if isinstance(section, dict) else None
 
 
-def continued_config(ours: dict, theirs: dict, groups: set[str], keys: set[str]) -> dict:
+def same_option(top: str, ours: dict, theirs: dict, our_choices: Optional[dict], their_choices: Optional[dict]) -> bool:
+    """Whether config section `top` comes from the same option of its group in both runs."""
+    if our_choices and their_choices and top in our_choices and top in their_choices:
+        return our_choices[top] == their_choices[top]
+    return _section_option(ours.get(top)) == _section_option(theirs.get(top))
+
+
+def continued_config(ours: dict, theirs: dict, groups: set[str], keys: set[str],
+                     our_choices: Optional[dict] = None, their_choices: Optional[dict] = None) -> dict:
     """The config a resumed run continues with when the command line gave only some keys: the checkpoint's
     run config (`theirs`), with the groups and keys the command line gave taken from this composition
     (`ours`; resume.differences then refuses those that make it another run), and keys the checkpoint's run
     did not have yet (the configs gained them later) at this composition's value, within a section of the
-    same option."""
+    same option: the same group choice when both runs' choices are known (a section without a _target_,
+    e.g. augmentation, is told apart by its choice alone), else the same _target_."""
     import copy
 
     effective = copy.deepcopy(theirs)
@@ -119,7 +128,7 @@ def continued_config(ours: dict, theirs: dict, groups: set[str], keys: set[str])
         top = key.split(".", 1)[0]
         typed = key in keys or any(key.startswith(k + ".") for k in keys)
         later = (key not in flat_effective and not any(k.startswith(key + ".") for k in flat_effective)
-                 and _section_option(ours.get(top)) == _section_option(theirs.get(top))
+                 and same_option(top, ours, theirs, our_choices, their_choices)
                  and not any(".".join(key.split(".")[:i]) in flat_effective for i in range(1, key.count(".") + 1)))
         if top not in groups and (typed or later):
             node, parts = effective, key.split(".")
@@ -148,7 +157,7 @@ def check(cfg, defaults: Optional[Callable[[], dict]] = None, typed: Optional[li
     ours = OmegaConf.to_container(cfg, resolve=True)
     if typed is not None:
         groups, keys = given_keys(typed, choices or {})
-        ours = continued_config(ours, payload["config"], groups, keys)
+        ours = continued_config(ours, payload["config"], groups, keys, choices, payload.get("choices"))
         ours["trainer"]["resume"] = value
     found = differences(ours, payload["config"], defaults() if defaults is not None else None)
     if found:
