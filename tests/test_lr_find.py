@@ -229,7 +229,7 @@ def test_lr_find_suggests_a_working_lr_and_touches_nothing_else(tmp_path):
     assert printed, result.stdout
     suggestion = float(printed.group(1))
     assert WORKING_LR / 10 <= suggestion <= WORKING_LR * 10, result.stdout
-    assert "schedule (warmup_linear) is ignored" in result.stdout
+    assert "schedule (linear) is ignored" in result.stdout  # warmup_linear: the linear schedule, with warmup
     assert f"train with: trainlab train {' '.join(SYNTHETIC_MLP)} optimizer.lr={printed.group(1)}" in result.stdout
 
     found = json.loads((run_dir / "lr_find.json").read_text())
@@ -240,7 +240,7 @@ def test_lr_find_suggests_a_working_lr_and_touches_nothing_else(tmp_path):
     assert found["min_loss_lr_div_10"] == pytest.approx(found["min_loss_lr"] / 10)
     assert found["lrs"][0] == pytest.approx(1e-7) and all(b > a for a, b in zip(found["lrs"], found["lrs"][1:]))
     assert found["settings"]["steps"] == 200 and found["settings"]["beta"] == 0.98
-    assert found["settings"]["schedule_ignored"] == "cosine"
+    assert found["settings"]["schedule_ignored"] == "linear"
     assert min(found["losses"]) < 0.5 * found["losses"][0], "the range test trained the model"
 
     with Image.open(run_dir / "lr_find.png") as image:
