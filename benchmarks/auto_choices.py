@@ -25,7 +25,7 @@ from trainlab.models.cnn import CNN
 from trainlab.runtime import (autocast, resolve_amp, resolve_channels_last, resolve_compile, resolve_device,
                               resolve_eval_batch_size)
 
-MODELS = {"cnn": (lambda: CNN([1, 28, 28], 10), 128), "airbench": (lambda: Airbench([1, 28, 28], 10), 256)}
+MODELS = {"cnn": (lambda: CNN([1, 28, 28], 10), 128), "airbench": (lambda: Airbench([1, 28, 28], 10, channels=[32, 64, 128]), 256)}  # as model=airbench
 EVAL_BATCHES = (256, 1024, 4096)
 
 

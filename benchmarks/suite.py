@@ -1,7 +1,7 @@
 """The benchmark suite: every benchmark script, one fresh process each, one after another, into one table.
 
     make benchmark                                  (all of it: about 40 minutes on 2 CPU cores)
-    python benchmarks/suite.py --only startup vs_lightning
+    python benchmarks/suite.py --only startup vs_lightning   (the table keeps the others' last records)
     python benchmarks/suite.py --quick              (fewer rounds; no time-to-accuracy runs)
 
 Each script writes its JSON record (figures, the machine) into benchmarks/results/; the suite gathers
@@ -80,6 +80,13 @@ def main() -> None:
             continue
         records.append(json.loads(out.read_text()))
         print(f"== {name}: {time.perf_counter() - started:.0f} s", flush=True)
+    if args.only:  # the table keeps the other benchmarks' last records (a re-run replaces only its own)
+        ran = {record["benchmark"] for record in records}
+        kept = [json.loads((RESULTS / f"{name}.json").read_text()) for name in BENCHMARKS
+                if name not in args.only and (RESULTS / f"{name}.json").is_file()]
+        order = list(BENCHMARKS)
+        records = sorted(records + [r for r in kept if r["benchmark"] not in ran],
+                         key=lambda r: order.index(r["benchmark"]) if r["benchmark"] in order else len(order))
     host = machine()
     table = markdown(records, host)
     RESULTS.mkdir(exist_ok=True)

@@ -107,12 +107,12 @@ def test_auto_resolves_per_device_as_measured():
 
 
 def test_auto_eval_batch_size_is_per_device_and_smaller_for_large_images():
-    assert resolve_eval_batch_size("auto", CPU, (1, 28, 28)) == 1024
+    assert resolve_eval_batch_size("auto", CPU, (1, 28, 28)) == 256
     assert resolve_eval_batch_size("auto", CUDA, (3, 32, 32)) == 2048
     assert resolve_eval_batch_size("auto", CUDA, (3, 224, 224)) == 2**25 // (3 * 224 * 224)
     assert resolve_eval_batch_size(300, CUDA, (3, 224, 224)) == 300
     cfg = build_experiment(validate(composed(*TINY)))
-    assert cfg.data.val.batch_size == 1024 and cfg.data.test.batch_size == 1024
+    assert cfg.data.val.batch_size == 256 and cfg.data.test.batch_size == 256
 
 
 def test_auto_channels_last_reaches_the_model_and_the_batches_on_cpu():
