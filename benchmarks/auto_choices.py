@@ -82,6 +82,18 @@ def eval_rate(make, batch: int, device, channels_last: bool, amp, total: int = 8
     return total / (time.perf_counter() - started)
 
 
+def judged(rates: dict, picked, key: str, setting: str, model: str, device, what: str, measured: dict) -> dict:
+    """The figure of one choice: the median rate of auto's pick over the best other value measured."""
+    rate = {str(value): median(r) for value, r in rates.items()}
+    best_other = max(v for k, v in rate.items() if k != str(picked))
+    ratio = rate.get(str(picked), 0.0) / best_other if best_other else float("inf")
+    measured[key] = rate
+    print(f"{model:9s} {key.split('/')[1]:16s} " + "  ".join(f"{k}: {v:7.0f}/s" for k, v in rate.items())
+          + f"   auto {setting}: {ratio:.2f}x the best alternative")
+    return figure(f"auto {setting} on {device.type}, model={model}: {what} samples/s over the best alternative",
+                  round(ratio, 2), "x", ">= 0.95", ratio >= 0.95, samples_per_s=rate)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=20)
@@ -115,28 +127,14 @@ def main() -> None:
                     except Exception as error:  # e.g. torch.compile without a C++ compiler: that choice cannot win
                         print(f"{name} {choice}={value}: failed ({type(error).__name__}: {str(error)[:120]})")
                         rates[value].append(0.0)
-            rate = {str(value): median(r) for value, r in rates.items()}
-            best_other = max(v for k, v in rate.items() if k != str(auto[choice]))
-            ratio = rate[str(auto[choice])] / best_other if best_other else float("inf")
-            measured[f"{name}/{choice}"] = rate
-            print(f"{name:9s} {choice:14s} " + "  ".join(f"{k}: {v:7.0f}/s" for k, v in rate.items())
-                  + f"   auto={auto[choice]}: {ratio:.2f}x the best alternative")
-            figures.append(figure(f"auto {choice}={auto[choice]} on {device.type}, model={name}: training samples/s "
-                                  "over the best alternative", round(ratio, 2), "x", ">= 0.95", ratio >= 0.95,
-                                  samples_per_s=rate))
+            figures.append(judged(rates, auto[choice], f"{name}/{choice}", f"{choice}={auto[choice]}", name,
+                                  device, "training", measured))
         rates = {b: [] for b in EVAL_BATCHES}
         for _ in range(args.rounds):
             for b in EVAL_BATCHES:
                 rates[b].append(eval_rate(make, b, device, auto["channels_last"], auto["amp"]))
-        rate = {str(b): median(r) for b, r in rates.items()}
-        best_other = max(v for k, v in rate.items() if k != str(auto_eval))
-        ratio = rate.get(str(auto_eval), 0.0) / best_other
-        measured[f"{name}/eval_batch_size"] = rate
-        print(f"{name:9s} eval_batch     " + "  ".join(f"{k}: {v:7.0f}/s" for k, v in rate.items())
-              + f"   auto={auto_eval}: {ratio:.2f}x the best alternative")
-        figures.append(figure(f"auto eval_batch_size={auto_eval} on {device.type}, model={name}: evaluation "
-                              "samples/s over the best alternative", round(ratio, 2), "x", ">= 0.95", ratio >= 0.95,
-                              samples_per_s=rate))
+        figures.append(judged(rates, auto_eval, f"{name}/eval_batch_size", f"eval_batch_size={auto_eval}", name,
+                              device, "evaluation", measured))
     write_record("auto_choices", figures, args.json, device=device.type, steps=args.steps, measured=measured,
                  auto={**{k: str(v) for k, v in auto.items()}, "eval_batch_size": auto_eval})
 
