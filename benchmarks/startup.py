@@ -5,6 +5,7 @@ shared and noisy), in a temporary folder; the figure is the median wall time of 
 
   python -c "import torch"                          the floor every PyTorch tool pays
   python -c "import torch, torchvision, hydra, ..."  the heavy libraries trainlab's train imports
+                                                    (matplotlib's Agg figure too: the pictures)
   trainlab --help                                   dispatch only (no torch)
   trainlab train --cfg job                          compose and print the config (no torch)
   trainlab train <1 epoch, 128 synthetic images>    the whole path: compose, check, build, train, test,
@@ -28,7 +29,10 @@ from pathlib import Path
 
 from common import cpu_name, figure, write_record
 
-HEAVY = "import torch, torchvision, hydra, omegaconf, rich; from torch.utils import tensorboard"
+# what a run imports beyond trainlab itself (matplotlib for the confusion pictures: a long run imports it on a
+# background thread while it trains, a 1-epoch run waits for it at the end)
+HEAVY = ("import torch, torchvision, hydra, omegaconf, rich; from torch.utils import tensorboard; "
+         "from matplotlib.figure import Figure; from matplotlib.backends.backend_agg import FigureCanvasAgg")
 TINY_RUN = ["train", "dataset=synthetic", "dataset.num_train=160", "dataset.val_size=32", "dataset.num_test=32",
             "trainer.epochs=1", "model.channels=[8,16]", "trainer.batch_size=32"]
 

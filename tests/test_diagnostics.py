@@ -185,6 +185,26 @@ def test_a_run_folder_gets_confusion_pictures_and_tensorboard_gets_the_extras(tm
     assert grid.width > 28 * 4 and grid.height > 28
 
 
+def test_the_test_pass_counts_the_confusion_pictures_counts_so_they_need_no_second_pass():
+    from trainlab.build import build_callbacks, build_experiment, build_trainer, check
+    from trainlab.commands.train import test_best_weights
+    from trainlab.config import validate
+    from test_seams import composed
+
+    cfg = check(validate(composed("dataset=synthetic", "dataset.num_train=200", "dataset.val_size=40",
+                                  "dataset.num_test=90", "trainer.epochs=1", "model.channels=[8,16]",
+                                  "~callbacks.console")))
+    experiment = build_experiment(cfg)
+    run = RunInfo(data=experiment.data, input_shape=experiment.data.input_shape)
+    trainer = build_trainer(experiment, build_callbacks(cfg, run))
+    trainer.fit(experiment.data.train, experiment.data.val, 1)
+    results = test_best_weights(trainer, experiment, run)
+    counts = run.test_confusion
+    assert "confusion" not in results["test"]  # summary.json gets figures, not a tensor
+    assert counts.sum().item() == 90 and counts.diagonal().sum().item() / 90 == pytest.approx(results["test"]["acc"])
+    assert torch.equal(counts, confusion_matrix(trainer.forward, experiment.data.test, CPU, 10))
+
+
 # ---------------------------------------------------------------- a NaN loss: where and what to do
 
 

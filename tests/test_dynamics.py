@@ -460,11 +460,16 @@ def test_a_schedule_that_needs_a_metric_steps_once_per_epoch_with_the_monitor(da
 
 # --- mixed precision, compile ---------------------------------------------------------------------------
 
-def test_fp16_on_cpu_falls_back_to_fp32_with_a_notice(capsys):
+def test_fp16_on_cpu_falls_back_to_fp32_with_a_notice(capsys, monkeypatch):
+    from trainlab import runtime
+
     dtype, notices = resolve_amp("true", "fp16", CPU)
     assert dtype is None and len(notices) == 1 and "fp16 on CPU" in notices[0] and "fp32" in notices[0]
+    monkeypatch.setattr(runtime, "cpu_has_bf16", lambda: False)  # bf16 asked for where it is emulated: told so
     dtype, notices = resolve_amp("true", "bf16", CPU)
-    assert dtype == torch.bfloat16 and len(notices) == 1
+    assert dtype == torch.bfloat16 and len(notices) == 1 and "no bf16 instructions" in notices[0]
+    monkeypatch.setattr(runtime, "cpu_has_bf16", lambda: True)  # where the CPU has them: no notice
+    assert resolve_amp("true", "bf16", CPU) == (torch.bfloat16, [])
     assert resolve_amp("auto", "fp16", CPU) == (None, [])
     assert resolve_amp("false", "bf16", CPU) == (None, [])
     assert capsys.readouterr().out == ""  # notices are returned, not printed

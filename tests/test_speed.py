@@ -103,7 +103,27 @@ def test_auto_resolves_per_device_as_measured():
     assert not resolve_channels_last("auto", MPS) and not resolve_channels_last("false", CPU)
     assert resolve_compile("auto", CUDA) and not resolve_compile("auto", CPU)
     assert resolve_compile("true", CPU) and not resolve_compile("false", CUDA) and resolve_compile(True, CPU)
-    assert resolve_amp("auto", "bf16", CUDA)[0] == torch.bfloat16 and resolve_amp("auto", "bf16", CPU)[0] is None
+    assert resolve_amp("auto", "bf16", CUDA)[0] == torch.bfloat16
+
+
+def test_auto_amp_on_the_cpu_is_bf16_only_where_the_cpu_has_bf16_instructions(monkeypatch):
+    from trainlab import runtime
+
+    monkeypatch.setattr(runtime, "cpu_has_bf16", lambda: True)
+    assert resolve_amp("auto", "bf16", CPU) == (torch.bfloat16, [])
+    assert resolve_amp("auto", "fp16", CPU) == (None, [])  # torch's CPU kernels do not train in fp16
+    assert resolve_amp("false", "bf16", CPU) == (None, [])
+    monkeypatch.setattr(runtime, "cpu_has_bf16", lambda: False)  # emulated bf16 is slow: auto stays fp32
+    assert resolve_amp("auto", "bf16", CPU) == (None, [])
+
+
+@pytest.mark.skipif(not Path("/proc/cpuinfo").is_file(), reason="reads the CPU flags Linux reports")
+def test_the_cpu_bf16_probe_agrees_with_the_flags_linux_reports():
+    from trainlab.runtime import cpu_has_bf16
+
+    flags = set(next(line for line in Path("/proc/cpuinfo").read_text().splitlines()
+                     if line.startswith("flags")).split(":", 1)[1].split())
+    assert cpu_has_bf16() == bool({"avx512_bf16", "amx_tile"} & flags)
 
 
 def test_auto_eval_batch_size_is_per_device_and_smaller_for_large_images():
@@ -214,3 +234,29 @@ def test_the_cuda_check_fails_loudly_without_cuda(script):
     assert result.returncode != 0
     assert "CUDA is not available" in result.stderr and "fall back to the CPU" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_single_run_composes_its_config_once_for_the_checks_and_once_for_hydra(tmp_path):
+    """Hydra's get_mode composes the whole config only to read hydra.mode; a single run tells it the mode
+    its pre-check found (and puts get_mode back after)."""
+    script = (
+        "import sys\n"
+        "from hydra._internal import config_loader_impl, hydra\n"
+        "calls = []\n"
+        "load = config_loader_impl.ConfigLoaderImpl.load_configuration\n"
+        "def counted(self, *a, **k):\n"
+        "    calls.append(1)\n"
+        "    return load(self, *a, **k)\n"
+        "config_loader_impl.ConfigLoaderImpl.load_configuration = counted\n"
+        "get_mode = hydra.Hydra.get_mode\n"
+        "from trainlab.cli import main\n"
+        f"sys.argv = ['trainlab', 'train', {', '.join(map(repr, TINY))}]\n"
+        "try:\n"
+        "    main()\n"
+        "finally:\n"
+        "    print('compositions', len(calls), 'restored', hydra.Hydra.get_mode is get_mode)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "compositions 2 restored True" in result.stdout
+    assert len(list((tmp_path / "outputs" / "train").glob("*/*/summary.json"))) == 1

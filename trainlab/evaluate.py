@@ -13,17 +13,21 @@ from trainlab.runtime import autocast
 
 @torch.inference_mode()
 def evaluate(model: Callable, loader, device: torch.device, amp_dtype: Optional[torch.dtype] = None,
-             keep_outputs: bool = False) -> dict:
+             keep_outputs: bool = False, confusion_classes: Optional[int] = None) -> dict:
     """{"loss", "acc"} of `model` over `loader` (no label smoothing). A batch of TTA views [V, N, ...]
     is scored on the views' averaged predicted probabilities (their log is the logits). Two host syncs, at
     the end. `keep_outputs`: also "logits" [N, C] (float32) and "labels" [N], on the CPU, in the loader's
-    order (for eval's top-5, confusion matrix and ensembles, from the very pass that gave loss and acc)."""
+    order (for eval's top-5, confusion matrix and ensembles, from the very pass that gave loss and acc).
+    `confusion_classes`: also "confusion", the [true, predicted] counts over that many classes (on the CPU),
+    counted on the device as the batches go (the confusion pictures reuse the test pass this way)."""
     modules = [m for m in (model, getattr(model, "_orig_mod", None)) if isinstance(m, nn.Module)]
     modes = [m.training for m in modules]
     for module in modules:
         module.eval()
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
+    classes = confusion_classes or 0
+    counts = torch.zeros(classes * classes, device=device, dtype=torch.long) if confusion_classes else None
     seen = 0
     outputs: list[torch.Tensor] = []
     targets: list[torch.Tensor] = []
@@ -36,7 +40,10 @@ def evaluate(model: Callable, loader, device: torch.device, amp_dtype: Optional[
                 else:
                     logits = model(images)
             loss_sum += F.cross_entropy(logits.float(), labels, reduction="sum")
-            correct += (logits.argmax(dim=1) == labels).sum()
+            predicted = logits.argmax(dim=1)
+            correct += (predicted == labels).sum()
+            if counts is not None:
+                counts += torch.bincount(labels * classes + predicted, minlength=classes * classes)
             seen += labels.shape[0]
             if keep_outputs:
                 outputs.append(logits.float())
@@ -48,27 +55,12 @@ def evaluate(model: Callable, loader, device: torch.device, amp_dtype: Optional[
     if keep_outputs:
         figures["logits"] = torch.cat(outputs).cpu() if outputs else torch.zeros(0, 0)
         figures["labels"] = torch.cat(targets).cpu() if targets else torch.zeros(0, dtype=torch.long)
+    if counts is not None:
+        figures["confusion"] = counts.view(classes, classes).cpu()
     return figures
 
 
-@torch.inference_mode()
 def confusion_matrix(model: Callable, loader, device: torch.device, num_classes: int,
                      amp_dtype: Optional[torch.dtype] = None) -> torch.Tensor:
     """[true class, predicted class] counts of `model` over `loader` (on the CPU; one transfer at the end)."""
-    modules = [m for m in (model, getattr(model, "_orig_mod", None)) if isinstance(m, nn.Module)]
-    modes = [m.training for m in modules]
-    for module in modules:
-        module.eval()
-    counts = torch.zeros(num_classes * num_classes, device=device, dtype=torch.long)
-    try:
-        for images, labels in loader:
-            with autocast(device, amp_dtype):
-                if images.dim() == 5:  # TTA views: the averaged probabilities decide
-                    predicted = torch.stack([model(v).float().softmax(dim=1) for v in images]).mean(0).argmax(1)
-                else:
-                    predicted = model(images).argmax(dim=1)
-            counts += torch.bincount(labels * num_classes + predicted, minlength=num_classes * num_classes)
-    finally:
-        for module, mode in zip(modules, modes):
-            module.train(mode)
-    return counts.view(num_classes, num_classes).cpu()
+    return evaluate(model, loader, device, amp_dtype, confusion_classes=num_classes)["confusion"]

@@ -48,15 +48,25 @@ def seed_everything(seed: int, deterministic: bool) -> None:
 # What each `auto` of the trainer resolves to, per device type, as benchmarks/auto_choices.py measured it
 # (its figures are in README's Performance section). CPU (oneDNN): NHWC convolutions train 1.4x faster;
 # evaluation is fastest at batch 256 (7.4k/s against 5.3k/s at 1024, the cache); torch.compile gains
-# nothing on these small nets and costs start-up. bf16 autocast measured 1.7x faster on an AVX512-BF16
-# CPU but stays off on the CPU until its accuracy is checked across seeds (and it is slow elsewhere). CUDA:
-# NHWC + bf16 tensor cores; compile pays back over any run longer than a minute. MPS: left as torch's
-# defaults (nothing measured there).
+# nothing on these small nets and costs start-up; bf16 autocast trains 1.7-1.85x faster where the CPU
+# has bf16 instructions (AVX512-BF16 or AMX), at the same accuracy over 3 seeds, and is many times slower
+# where it has not (emulated), so auto asks the CPU. CUDA: NHWC + bf16 tensor cores; compile pays back
+# over any run longer than a minute. MPS: left as torch's defaults (nothing measured there).
 AUTO_CHANNELS_LAST = {"cuda": True, "cpu": True}
-AUTO_AMP = {"cuda": True}
+AUTO_AMP = {"cuda": True}  # and CPUs where cpu_has_bf16()
 AUTO_COMPILE = {"cuda": True}
 AUTO_EVAL_BATCH_SIZE = {"cuda": 2048, "cpu": 256}
 DEFAULT_EVAL_BATCH_SIZE = 256
+
+
+def cpu_has_bf16() -> bool:
+    """Whether this CPU computes in bf16 natively (AVX512-BF16 or AMX tiles): oneDNN's bf16 kernels are
+    fast there and emulated (slow) elsewhere. torch.cpu's probes are private, hence the guard."""
+    probes = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    try:
+        return any(probe() for probe in probes if probe is not None)
+    except Exception:  # a probe that breaks on some platform: assume no bf16 (fp32 is always right)
+        return False
 
 
 def resolve_channels_last(setting: str, device: torch.device) -> bool:
@@ -84,18 +94,23 @@ def resolve_eval_batch_size(setting, device: torch.device, input_shape=None) -> 
 
 
 def resolve_amp(amp: str, amp_dtype: str, device: torch.device) -> tuple[Optional[torch.dtype], list[str]]:
-    """trainer.amp (auto: on CUDA) and trainer.amp_dtype -> the autocast dtype (None = fp32) and notices.
+    """trainer.amp (auto: on CUDA, and on CPUs with bf16 instructions) and trainer.amp_dtype -> the autocast
+    dtype (None = fp32) and notices.
 
-    fp16 on the CPU falls back to fp32: torch's CPU kernels do not train in fp16."""
-    enabled = switch(amp, auto=AUTO_AMP.get(device.type, False))
+    fp16 on the CPU falls back to fp32: torch's CPU kernels do not train in fp16 (auto stays fp32 there)."""
     dtype = torch.float16 if amp_dtype == "fp16" else torch.bfloat16
+    if device.type == "cpu" and str(amp).lower() == "auto":
+        return (dtype, []) if dtype == torch.bfloat16 and cpu_has_bf16() else (None, [])
+    enabled = switch(amp, auto=AUTO_AMP.get(device.type, False))
     if not enabled:
         return None, []
     if device.type == "cpu":
         if dtype == torch.float16:
             return None, ["note: trainer.amp_dtype=fp16 on CPU is not supported for training; running in fp32 "
                           "(use trainer.amp_dtype=bf16 for autocast on CPU)"]
-        return dtype, ["note: trainer.amp=true on CPU: bf16 autocast on CPU is slow on most CPUs"]
+        if not cpu_has_bf16():
+            return dtype, ["note: trainer.amp=true on CPU: this CPU has no bf16 instructions (AVX512-BF16, AMX); "
+                           "bf16 autocast is emulated and slow here"]
     return dtype, []
 
 

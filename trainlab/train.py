@@ -144,9 +144,10 @@ class Trainer:
                 rates[f"lr/{group['name'].removesuffix('/no_decay')}"] = float(group["lr"])
         return rates
 
-    def evaluate(self, loader, model: Optional[Callable] = None) -> dict[str, float]:
+    def evaluate(self, loader, model: Optional[Callable] = None, confusion_classes: Optional[int] = None) -> dict:
         """evaluate() with this trainer's device and precision (model: default the trained one)."""
-        return evaluate(model if model is not None else self.forward, loader, self.device, self.amp_dtype)
+        return evaluate(model if model is not None else self.forward, loader, self.device, self.amp_dtype,
+                        confusion_classes=confusion_classes)
 
     def diverged(self, value: float, images=None, targets=None, seen: str = "at the log point of") -> TrainingDiverged:
         """TrainingDiverged with the step, epoch, lr and (when the batch is at hand) the first non-finite layer."""

@@ -29,6 +29,7 @@ class RunInfo:
     input_shape: tuple = ()
     notices: list = field(default_factory=list)      # one-line notes from building (fallbacks and the like)
     data: Optional[Any] = None                       # the DataBundle (loaders, classes, augmentation), if any
+    test_confusion: Optional[Any] = None             # [true, predicted] counts of the test pass (after fit)
 
 
 @dataclass

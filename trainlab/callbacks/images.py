@@ -101,11 +101,12 @@ class Images(Callback):
     def writer(self):
         return self.board.writer if self.board is not None else None
 
-    def _confusion(self, trainer, loader, split: str, step: int) -> None:
+    def _confusion(self, trainer, loader, split: str, step: int, counts=None) -> None:
         data = self.run.data
         if data is None or loader is None or loader.num_samples == 0:
             return
-        counts = confusion_matrix_of(trainer, loader, len(data.classes))
+        if counts is None:
+            counts = confusion_matrix_of(trainer, loader, len(data.classes))
         pixels = rendered(confusion_figure(counts, data.classes, f"{split} confusion"))
         if self.run.run_dir is not None:
             save_png(pixels, self.run.run_dir / f"confusion_{split}.png")
@@ -120,7 +121,7 @@ class Images(Callback):
         if self.confusion == "never" or self.run.data is None:
             return
         self._confusion(trainer, self.run.data.val, "val", trainer.step)  # the weights tested: best.pt's
-        self._confusion(trainer, self.run.data.test, "test", trainer.step)
+        self._confusion(trainer, self.run.data.test, "test", trainer.step, self.run.test_confusion)
 
 
 def confusion_matrix_of(trainer, loader, num_classes: int) -> torch.Tensor:

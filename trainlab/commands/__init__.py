@@ -189,10 +189,11 @@ def config_keys(cfg) -> list[str]:
 
 
 def compose_checked(module, name: str, runs: list[list[str]], user_dir: Optional[Path],
-                    labels: Optional[list[str]] = None) -> Optional[list]:
+                    labels: Optional[list[str]] = None, modes: Optional[list] = None) -> Optional[list]:
     """The configs Hydra will give the jobs (one per override list in `runs`), composed with its compose
     API and checked; None for Hydra to report (a composition error Hydra prints itself, with what it knows).
-    A failure names the job's overrides when there are several jobs (or the run's label, if given)."""
+    A failure names the job's overrides when there are several jobs (or the run's label, if given).
+    `modes`, if given, gets each job's hydra.mode (for hydra_main)."""
     from hydra import compose, initialize_config_dir
     from hydra.errors import HydraException, MissingConfigException
     from omegaconf import open_dict
@@ -229,6 +230,8 @@ def compose_checked(module, name: str, runs: list[list[str]], user_dir: Optional
                 return compose(module.CONFIG, overrides=search + extra)
 
             choices = dict(composed.hydra.runtime.choices)
+            if modes is not None:
+                modes.append(composed.hydra.mode)
             with open_dict(composed):
                 del composed["hydra"]
             try:
@@ -244,11 +247,27 @@ def job_key(overrides) -> tuple:
                  if not o.lstrip("+~").startswith(("hydra.", "hydra/")) and o not in ("-m", "--multirun"))
 
 
-def hydra_main(module, name: str, argv: list[str], task: Callable) -> None:
+UNKNOWN = object()
+
+
+def hydra_main(module, name: str, argv: list[str], task: Callable, mode: Any = UNKNOWN) -> None:
+    """Hydra's main over `task`. `mode`: hydra.mode as the pre-check's composition found it (None: not set),
+    which Hydra would otherwise compose the whole config once more just to read (~0.13 s of a run's start;
+    Hydra has no public way to say it, hence the patch of Hydra.get_mode, pinned by hydra-core<1.4)."""
     import hydra
 
     sys.argv = [f"trainlab {name}"] + argv
-    hydra.main(version_base="1.3", config_path=str(config_dir()), config_name=module.CONFIG)(task)()
+    main = hydra.main(version_base="1.3", config_path=str(config_dir()), config_name=module.CONFIG)(task)
+    from hydra._internal.hydra import Hydra
+
+    if mode is UNKNOWN or not hasattr(Hydra, "get_mode"):
+        return main()
+    composing = Hydra.get_mode
+    Hydra.get_mode = lambda self, config_name, overrides: mode
+    try:
+        main()
+    finally:
+        Hydra.get_mode = composing
 
 
 def job(module, name: str, checked: Optional[dict] = None, fail_fast: bool = False) -> Callable:
@@ -453,7 +472,8 @@ def run_command(name: str, args: list[str], cwd: Optional[Path] = None, now: Opt
         fail(f"hparams_search={search}: a search runs many jobs; add -m (trainlab train -m hparams_search={search})")
     if any(a.startswith("-") for a in args):  # a Hydra flag we do not pre-compose for: Hydra handles it all
         return hydra_main(module, name, argv, job(module, name))
-    checked = compose_checked(module, name, [list(args)], user_dir)
+    modes: list = []
+    checked = compose_checked(module, name, [list(args)], user_dir, modes=modes)
     if checked is None:  # Hydra reports the composition error itself (before any folder is made)
         return hydra_main(module, name, argv, job(module, name))
     given = override_value(args, "hydra.run.dir")
@@ -473,7 +493,7 @@ def run_command(name: str, args: list[str], cwd: Optional[Path] = None, now: Opt
         argv.append(f"hydra.output_subdir=.hydra/resumed-{now:%Y-%m-%d_%H-%M-%S}")
     run_dir = override_value(argv, "hydra.run.dir")
     try:
-        hydra_main(module, name, argv, job(module, name, {"*": checked[0]}))
+        hydra_main(module, name, argv, job(module, name, {"*": checked[0]}), mode=modes[0])
     except OSError as error:  # e.g. Hydra writing .hydra/ on a full disk: a write() names no file
         if error.filename is None:
             error.filename = f"into {run_dir}"

@@ -110,12 +110,15 @@ def best_from_history(history: list[dict], monitor: str, mode: str) -> dict:
             "epoch": top["epoch"] if top else None}
 
 
-def test_best_weights(trainer, experiment) -> dict:
-    """Score the test split once (and again with TTA views, if any); test is None when there is no test split."""
+def test_best_weights(trainer, experiment, run) -> dict:
+    """Score the test split once (and again with TTA views, if any); test is None when there is no test split.
+    The plain pass's confusion counts go to `run.test_confusion` (the pictures use them: no second pass)."""
     test_loader = experiment.data.test
     if test_loader.num_samples == 0:
         return {"test": None}
-    results = {"test": trainer.evaluate(test_loader)}
+    scored = trainer.evaluate(test_loader, confusion_classes=len(experiment.data.classes))
+    run.test_confusion = scored.pop("confusion")
+    results = {"test": scored}
     if experiment.tta_views is not None:  # the same weights, scored again with test-time augmentation
         results["test_tta"] = trainer.evaluate(test_loader.with_views(experiment.tta_views))
     return results
@@ -170,7 +173,7 @@ def run(cfg, run_dir: Path) -> dict:
         if saver is not None and saver.best_path.is_file():
             experiment.model.load_state_dict(checkpoint.load(saver.best_path, map_location=experiment.device)["model"])
         tested = time.perf_counter()
-        summary.update(test_best_weights(trainer, experiment))
+        summary.update(test_best_weights(trainer, experiment, run))
         test_seconds = time.perf_counter() - tested
         summary.update(
             status="completed", epochs_run=fit.epochs_run, stopped_early=fit.stopped_early, best=best(),
