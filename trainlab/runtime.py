@@ -53,7 +53,7 @@ def seed_everything(seed: int, deterministic: bool) -> None:
 # where it has not (emulated), so auto asks the CPU. CUDA: NHWC + bf16 tensor cores; compile pays back
 # over any run longer than a minute. MPS: left as torch's defaults (nothing measured there).
 AUTO_CHANNELS_LAST = {"cuda": True, "cpu": True}
-AUTO_AMP = {"cuda": True}  # and CPUs where cpu_has_bf16()
+AUTO_AMP = {"cuda": True}  # and CPUs where cpu_has_bf16(): auto_amp
 AUTO_COMPILE = {"cuda": True}
 AUTO_EVAL_BATCH_SIZE = {"cuda": 2048, "cpu": 256}
 DEFAULT_EVAL_BATCH_SIZE = 256
@@ -93,22 +93,24 @@ def resolve_eval_batch_size(setting, device: torch.device, input_shape=None) -> 
     return size
 
 
-def resolve_amp(amp: str, amp_dtype: str, device: torch.device) -> tuple[Optional[torch.dtype], list[str]]:
-    """trainer.amp (auto: on CUDA, and on CPUs with bf16 instructions) and trainer.amp_dtype -> the autocast
-    dtype (None = fp32) and notices.
+def auto_amp(device: torch.device) -> bool:
+    """Where bf16 autocast measured faster: CUDA, and CPUs with bf16 instructions."""
+    return AUTO_AMP.get(device.type, False) or (device.type == "cpu" and cpu_has_bf16())
 
-    fp16 on the CPU falls back to fp32: torch's CPU kernels do not train in fp16 (auto stays fp32 there)."""
+
+def resolve_amp(amp: str, amp_dtype: str, device: torch.device) -> tuple[Optional[torch.dtype], list[str]]:
+    """trainer.amp (auto: auto_amp) and trainer.amp_dtype -> the autocast dtype (None = fp32) and notices.
+
+    fp16 on the CPU falls back to fp32: torch's CPU kernels do not train in fp16 (said only when asked for)."""
     dtype = torch.float16 if amp_dtype == "fp16" else torch.bfloat16
-    if device.type == "cpu" and str(amp).lower() == "auto":
-        return (dtype, []) if dtype == torch.bfloat16 and cpu_has_bf16() else (None, [])
-    enabled = switch(amp, auto=AUTO_AMP.get(device.type, False))
-    if not enabled:
+    if not switch(amp, auto=auto_amp(device)):
         return None, []
+    asked = str(amp).lower() != "auto"
     if device.type == "cpu":
         if dtype == torch.float16:
             return None, ["note: trainer.amp_dtype=fp16 on CPU is not supported for training; running in fp32 "
-                          "(use trainer.amp_dtype=bf16 for autocast on CPU)"]
-        if not cpu_has_bf16():
+                          "(use trainer.amp_dtype=bf16 for autocast on CPU)"] if asked else []
+        if not cpu_has_bf16():  # only when asked for: auto leaves such a CPU in fp32
             return dtype, ["note: trainer.amp=true on CPU: this CPU has no bf16 instructions (AVX512-BF16, AMX); "
                            "bf16 autocast is emulated and slow here"]
     return dtype, []
