@@ -32,6 +32,7 @@ def manual_probabilities(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
     from trainlab.data import build_data
     from trainlab.data.preprocess import from_state
     from trainlab.models import build_model
+    from trainlab.runtime import autocast, resolve_amp
 
     payload = torch.load(path, weights_only=True)
     cfg = OmegaConf.create(payload["config"])
@@ -40,8 +41,10 @@ def manual_probabilities(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
     model.load_state_dict(payload["model"])
     model.eval()
     normalize = from_state(payload["preprocess"])
-    with torch.no_grad():
-        logits = model(normalize(data.test.images))
+    cpu = torch.device("cpu")
+    precision = resolve_amp("auto", "bf16", cpu)[0]  # the precision the command's auto runs in (bf16 on some CPUs)
+    with torch.no_grad(), autocast(cpu, precision):
+        logits = model(normalize(data.test.images)).float()
     return logits.double().softmax(dim=1), data.test.labels
 
 
