@@ -26,6 +26,7 @@ from trainlab.data import DataBundle, build_augmentation, build_data, build_mix
 from trainlab.data.datasets import DatasetShape, check_files, describe
 from trainlab.data.preprocess import Preprocessor
 from trainlab.data.splits import val_count
+from trainlab import distributed
 from trainlab.errors import MODEL_ADVICE, ConfigError
 from trainlab.init import apply_init, check_init, needs_batch
 from trainlab.models import build_model, count_parameters
@@ -96,9 +97,9 @@ def initialize_weights(model: nn.Module, cfg: DictConfig, train_loader) -> dict:
     batch = None
     data_init = getattr(model, "init_from_data", None)  # a model with data-dependent set-up (airbench's whitening)
     if needs_batch(cfg.init) or data_init is not None:
-        state = train_loader.generator.get_state()  # borrowing a batch must not change the run's shuffling
+        state = train_loader.rng_state()  # borrowing a batch must not change the run's shuffling
         batch, _ = next(iter(train_loader))
-        train_loader.generator.set_state(state)
+        train_loader.set_rng_state(state)
     report = apply_init(model, cfg.init, activation=activation, activation_params=params, batch=batch)
     if data_init is not None:
         data_init(batch)
@@ -119,10 +120,14 @@ def build_experiment(cfg: DictConfig, *, resuming: bool = False) -> Experiment:
     """Every piece of the experiment `cfg` (validated) describes; `resuming`: weights come from last.pt
     later, so model.pretrained is not read."""
     trainer = cfg.trainer
-    device = resolve_device(trainer.device)
+    world = distributed.current()
+    device = distributed.rank_device(resolve_device(trainer.device), world)
     seed_everything(cfg.seed, trainer.deterministic)
     channels_last = resolve_channels_last(trainer.channels_last, device)
     data = loaders(cfg, device, channels_last)
+    if world.active:  # each rank its part of every batch (the model starts alike: DDP broadcasts rank 0's)
+        for loader in (data.train, data.val, data.test):
+            loader.shard(world.rank, world.size, cfg.seed)
     model = to_device(build_model(cfg.model, data.input_shape, data.num_classes), device, channels_last)
     init_report = initialize_weights(model, cfg, data.train)
     params = count_parameters(model)  # before freezing: frozen batch norm keeps its weights as buffers
@@ -147,6 +152,7 @@ def build_callbacks(cfg: DictConfig, run: RunInfo) -> dict[str, Callback]:
     """The `callbacks` named dict, built and set up for `run`; a callback that is off (ema with decay null,
     early stopping with patience null) is left out."""
     built: dict[str, Callback] = {}
+    world = distributed.current()
     for name, node in cfg.callbacks.items():
         try:
             callback = instantiate(node, f"callbacks.{name}")
@@ -155,6 +161,8 @@ def build_callbacks(cfg: DictConfig, run: RunInfo) -> dict[str, Callback]:
         if not isinstance(callback, Callback):
             raise ConfigError(f"callbacks.{name}._target_={node._target_}: built a {type(callback).__name__}, "
                               "not a trainlab.callbacks.Callback")
+        if not (world.main or callback.every_rank):  # rank 0 alone writes and prints
+            continue
         if getattr(callback, "enabled", True):
             callback.setup(run)
             built[name] = callback
@@ -166,6 +174,22 @@ def build_callbacks(cfg: DictConfig, run: RunInfo) -> dict[str, Callback]:
     return built
 
 
+def data_parallel(experiment: Experiment) -> Optional[nn.Module]:
+    """The model as DistributedDataParallel for this rank's training steps (batch norm synchronised across
+    the ranks with trainer.sync_bn; compiled as trainer.compile resolved), or None in a world of one."""
+    world = distributed.current()
+    if not world.active:
+        return None
+    from torch.nn.parallel import DistributedDataParallel
+
+    model = experiment.model
+    if experiment.cfg.trainer.get("sync_bn"):
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)  # keeps the same parameters: the optimizer's
+    cuda = experiment.device.type == "cuda"
+    wrapped = DistributedDataParallel(model, device_ids=[experiment.device.index] if cuda else None)
+    return torch.compile(wrapped) if experiment.forward is not None else wrapped
+
+
 def build_trainer(experiment: Experiment, callbacks: dict[str, Callback]) -> Trainer:
     trainer = experiment.cfg.trainer
     steps = StepSettings(label_smoothing=trainer.label_smoothing, accumulate=trainer.accumulate,
@@ -174,7 +198,8 @@ def build_trainer(experiment: Experiment, callbacks: dict[str, Callback]) -> Tra
     return Trainer(experiment.model, experiment.optimizer, experiment.scheduler, experiment.device, steps=steps,
                    amp_dtype=experiment.amp_dtype, log_every=trainer.log_every, monitor=experiment.monitor,
                    forward=experiment.forward, mix=experiment.data.mix, penalty=experiment.penalty,
-                   callbacks=callbacks, checkpoint_every_steps=trainer.checkpoint_every_steps)
+                   callbacks=callbacks, checkpoint_every_steps=trainer.checkpoint_every_steps,
+                   world=distributed.current(), train_forward=data_parallel(experiment))
 
 
 # ---------------------------------------------------------------- the check before anything is touched
@@ -252,10 +277,26 @@ def check_memory(model: nn.Module, device: torch.device) -> None:
                           f"gradients alone, more than the {free / 2**30:.1f} GiB free on {device}; {MODEL_ADVICE}")
 
 
+def check_devices(trainer: DictConfig, device: torch.device) -> None:
+    """trainer.devices and trainer.sync_bn against the machine: one GPU per process on CUDA; SyncBatchNorm
+    only on CUDA (torch's kernels for it are CUDA ones)."""
+    devices = trainer.get("devices", 1)
+    if device.type == "cuda" and devices > torch.cuda.device_count():
+        raise ConfigError(f"trainer.devices={devices}: this machine has {torch.cuda.device_count()} CUDA devices "
+                          f"(one process per GPU); use trainer.devices={torch.cuda.device_count()} or fewer")
+    if device.type == "mps" and devices > 1:
+        raise ConfigError(f"trainer.devices={devices} on mps: torch.distributed has no MPS backend; use "
+                          "trainer.devices=1, or trainer.device=cpu for several CPU processes")
+    if trainer.get("sync_bn") and device.type != "cuda":
+        raise ConfigError(f"trainer.sync_bn=true on {device.type}: SyncBatchNorm runs on CUDA only; use "
+                          "trainer.sync_bn=false (each process normalises over its part of the batch)")
+
+
 def check(cfg: DictConfig) -> DictConfig:
     """Dry-build every piece of a schema-validated config (see the module note); raise ConfigError naming
     the key of the first piece that cannot be built. Reads no dataset file and writes nothing."""
     device = resolve_device(cfg.trainer.device)
+    check_devices(cfg.trainer, device)
     shape = describe(cfg.dataset)
     check_files(cfg.dataset)
     activation, params = model_activation(cfg)

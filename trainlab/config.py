@@ -57,6 +57,8 @@ class TrainerSchema:
     l1: float = 0.0
     l2: float = 0.0
     threads: Any = free("auto")  # torch intra-op threads: auto (a sweep's share of the cores) or a whole number >= 1
+    devices: int = 1  # processes of one run (data parallel: one per GPU on CUDA); the global batch stays batch_size
+    sync_bn: bool = False  # batch-norm statistics over all the ranks' samples (SyncBatchNorm; CUDA only)
 
 
 # Keys that moved: a config (or an old command line) that still sets one gets told where it went.
@@ -140,6 +142,7 @@ TRAINER_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "l2": (_non_negative, "a number >= 0"),
     "threads": (lambda v: v == "auto" or (isinstance(v, int) and not isinstance(v, bool) and v >= 1),
                 "auto or a whole number >= 1 (torch threads for the run)"),
+    "devices": (_positive_int, "a whole number >= 1 (processes of the run: one per GPU on CUDA)"),
 }
 
 
@@ -208,6 +211,7 @@ def validate(cfg: DictConfig) -> DictConfig:
     if isinstance(checked.trainer.batch_size, str) and checked.trainer.batch_size.strip().isdigit():
         checked.trainer.batch_size = int(checked.trainer.batch_size)  # "64" from a YAML string, as the int schema did
     _check(checked.trainer, "trainer", TRAINER_RULES)
+    check_data_parallel(checked.trainer, checked.get("callbacks"))
     checked.callbacks = check_callbacks(checked.get("callbacks"))
     check_monitor(checked.trainer.monitor, checked.callbacks)
     wanted_mode = "min" if checked.trainer.monitor.endswith("loss") else "max"
@@ -224,6 +228,26 @@ def validate(cfg: DictConfig) -> DictConfig:
     if ops is not None and not isinstance(ops, DictConfig):
         raise ConfigError("augmentation.ops: must be a mapping of op name -> op config (a named dict)")
     return checked
+
+
+def check_data_parallel(trainer: DictConfig, callbacks: Any) -> None:
+    """What trainer.devices > 1 asks of the other keys (each rank gets batch_size / devices of every batch)."""
+    devices = trainer.devices
+    if devices == 1:
+        return
+    batch = trainer.batch_size
+    if batch != "full" and batch % devices:
+        fits = [b for b in (batch - batch % devices, batch - batch % devices + devices) if b > 0]
+        raise ConfigError(f"trainer.batch_size={batch}: does not divide among trainer.devices={devices} (each "
+                          f"process takes batch_size / devices of every batch); use e.g. trainer.batch_size="
+                          f"{' or '.join(map(str, fits))}")
+    if trainer.skip_nonfinite:
+        raise ConfigError(f"trainer.skip_nonfinite=true with trainer.devices={devices}: a batch skipped on one "
+                          "process and stepped on the others would stall them; use trainer.skip_nonfinite=false")
+    images = (callbacks or {}).get("images") if isinstance(callbacks, DictConfig) else None
+    if images is not None and images.get("confusion") == "epoch":
+        raise ConfigError(f"callbacks.images.confusion=epoch with trainer.devices={devices}: rank 0 alone would "
+                          "count its part of the split each epoch; use callbacks.images.confusion=end")
 
 
 def check_callbacks(callbacks: Any) -> DictConfig:

@@ -19,6 +19,7 @@ Training dynamics, per optimizer step (`self.step` counts optimizer steps):
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from dataclasses import dataclass, field
@@ -29,6 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from trainlab.callbacks.base import Callback, CallbackList, EpochEnd
+from trainlab.distributed import SINGLE, World
 from trainlab.errors import TrainingDiverged
 from trainlab.evaluate import evaluate
 from trainlab.runtime import autocast
@@ -94,9 +96,16 @@ class Trainer:
         penalty: Optional[Callable[[], torch.Tensor]] = None,
         callbacks: Optional[dict[str, Callback]] = None,
         checkpoint_every_steps: Optional[int] = None,
+        world: World = SINGLE,
+        train_forward: Optional[Callable] = None,
     ):
         self.model = model
         self.forward = forward or model  # e.g. torch.compile(model); state dicts always come from `model`
+        # what training steps call: DistributedDataParallel(model) in a data-parallel run (it all-reduces the
+        # gradients in backward); evaluation and diagnostics call `forward`, which starts no collective
+        self.train_forward = train_forward or self.forward
+        self.world = world
+        self._rank_rng: Optional[list] = None  # every rank's random streams, gathered where last.pt may be written
         self.optimizer = optimizer
         self.scheduler = scheduler
         self.device = device
@@ -147,7 +156,7 @@ class Trainer:
     def evaluate(self, loader, model: Optional[Callable] = None, confusion_classes: Optional[int] = None) -> dict:
         """evaluate() with this trainer's device and precision (model: default the trained one)."""
         return evaluate(model if model is not None else self.forward, loader, self.device, self.amp_dtype,
-                        confusion_classes=confusion_classes)
+                        confusion_classes=confusion_classes, reduce=self.world.sum if self.world.active else None)
 
     def diverged(self, value: float, images=None, targets=None, seen: str = "at the log point of") -> TrainingDiverged:
         """TrainingDiverged with the step, epoch, lr and (when the batch is at hand) the first non-finite layer."""
@@ -222,6 +231,8 @@ class Trainer:
         k = self.settings.accumulate
         smoothing = self.settings.label_smoothing
         every = self.checkpoint_every_steps
+        world = self.world
+        weigh = world.active and hasattr(loader, "global_batch")  # an uneven split of a last partial batch
         for index, (images, labels) in enumerate(loader, start=start):
             position = index % k
             group = min(k, batches - (index - position))  # micro-batches in this optimizer step
@@ -232,8 +243,11 @@ class Trainer:
                 labels = targets.argmax(dim=1)  # train/acc counts the dominant label of a mixed sample
             if position == 0:
                 self.optimizer.zero_grad(set_to_none=True)
-            with autocast(self.device, self.amp_dtype):
-                logits = self.forward(images)
+            # DDP: gradients are all-reduced once per optimizer step, not per micro-batch (a forward inside
+            # no_sync() makes its backward skip the all-reduce)
+            syncing = contextlib.nullcontext() if stepping or not world.active else self.train_forward.no_sync()
+            with syncing, autocast(self.device, self.amp_dtype):
+                logits = self.train_forward(images)
                 loss = F.cross_entropy(logits, targets, label_smoothing=smoothing)
             if self.settings.skip_nonfinite and not bool(torch.isfinite(loss.detach()).all()):  # syncs: opt-in
                 self.skipped += 1
@@ -244,6 +258,8 @@ class Trainer:
                 continue
             in_a_row = 0
             objective = loss / group if group > 1 else loss
+            if weigh:  # DDP averages the ranks' gradients: weigh each by its share of the global batch
+                objective = objective * (labels.shape[0] * world.size / loader.global_batch(index))
             penalty = None
             if self.penalty is not None and stepping:  # once per optimizer step, on the weights
                 penalty = self.penalty()
@@ -267,8 +283,14 @@ class Trainer:
             window_steps += 1
             if norm is not None:
                 grad_norm = norm
+            agreed_stop = False
             if logging:
-                scalars = self._read_window(window_loss / window_batches, grad_norm,
+                window = window_loss / window_batches
+                if world.active:  # the ranks' mean, and whether any rank was asked to stop: all stop together
+                    shared = world.sum(torch.stack([window.float(), torch.tensor(
+                        float(self.stop_signal is not None), device=self.device)]))
+                    window, agreed_stop = shared[0] / world.size, bool(shared[1] > 0)
+                scalars = self._read_window(window, grad_norm,
                                             window_penalty / window_steps if self.penalty is not None else None)
                 if not math.isfinite(scalars["train/loss"]):
                     raise self.diverged(scalars["train/loss"], images, targets)
@@ -280,8 +302,12 @@ class Trainer:
                 window_loss.zero_()
                 window_penalty.zero_()
                 window_batches = window_steps = 0
-            signalled = self.stop_signal is not None  # Ctrl-C or SIGTERM: stop here, between steps
+            # Ctrl-C or SIGTERM: stop here, between steps (several ranks: at a log point, all of them)
+            signalled = agreed_stop if world.active else self.stop_signal is not None
+            if signalled and self.stop_signal is None:
+                self.stop_signal = 2  # another rank's signal (SIGINT)
             if signalled or (every and self.step % every == 0 and index != last):
+                self._gather_rng(loader)
                 self.callbacks.fire("on_save_point", self, {
                     "batch": index + 1, "order": loader.epoch_order, "seen": seen, "lr": last_lr,
                     "sums": torch.stack([loss_sum, window_loss, window_penalty]).cpu(), "correct": int(correct),
@@ -290,8 +316,23 @@ class Trainer:
                     "epoch": self.epoch})
             if signalled:
                 raise Interrupted(self.stop_signal)
-        loss_mean, right = torch.stack([loss_sum / max(seen, 1), correct.float()]).tolist()
+        if world.active:  # the ranks' sums and counts, then the means
+            loss_total, right, seen = world.sum(torch.stack([loss_sum.double(), correct.double(), torch.tensor(
+                float(seen), device=self.device, dtype=torch.float64)])).tolist()
+            seen = int(round(seen))
+            loss_mean = loss_total / max(seen, 1)
+        else:
+            loss_mean, right = torch.stack([loss_sum / max(seen, 1), correct.float()]).tolist()
         return {"train/loss": loss_mean, "train/acc": right / max(seen, 1), "samples": seen, "lr": last_lr}
+
+    def _gather_rng(self, loader) -> None:
+        """Every rank's random streams (torch's, the loader's), kept for last.pt (written by rank 0 alone):
+        a collective, so called where every rank is (epoch ends, save points)."""
+        if self.world.active:
+            own = {"torch": torch.get_rng_state(), **loader.rng_state()}
+            if torch.cuda.is_available():
+                own["cuda"] = torch.cuda.get_rng_state_all()
+            self._rank_rng = self.world.gather(own)
 
     @staticmethod
     def _read_window(loss: torch.Tensor, grad_norm: Optional[torch.Tensor],
@@ -327,7 +368,9 @@ class Trainer:
             "callbacks": self.callbacks.state_dict(),
         }
         if self.train_loader is not None:
-            state["rng"]["loader"] = self.train_loader.generator.get_state()
+            state["rng"].update(self.train_loader.rng_state())
+        if self._rank_rng is not None:
+            state["rng"]["ranks"] = self._rank_rng
         if torch.cuda.is_available():
             state["rng"]["cuda"] = torch.cuda.get_rng_state_all()
         if self.scaler is not None:
@@ -345,9 +388,11 @@ class Trainer:
         self.step = payload["step"]
         self.skipped = payload.get("skipped", 0)
         rng = payload["rng"]
+        if "ranks" in rng:  # a data-parallel run: this rank's own streams
+            rng = rng["ranks"][self.world.rank]
         torch.set_rng_state(rng["torch"].cpu())
         if "loader" in rng:
-            train_loader.generator.set_state(rng["loader"].cpu())
+            train_loader.set_rng_state(rng)
         if "cuda" in rng and torch.cuda.is_available():
             torch.cuda.set_rng_state_all([state.cpu() for state in rng["cuda"]])
         if self.scaler is not None and "scaler" in payload:
@@ -386,6 +431,7 @@ class Trainer:
                 end = EpochEnd(epoch, epochs, metrics, lr, time.perf_counter() - started)
                 result.epochs_run = epoch
                 result.history.append({"epoch": epoch, **metrics, "lr": lr})
+                self._gather_rng(train_loader)
                 self.callbacks.fire("on_epoch_end", self, end)
                 if end.stop is not None:
                     result.stopped_early = end.stop

@@ -30,6 +30,7 @@ class RunInfo:
     notices: list = field(default_factory=list)      # one-line notes from building (fallbacks and the like)
     data: Optional[Any] = None                       # the DataBundle (loaders, classes, augmentation), if any
     test_confusion: Optional[Any] = None             # [true, predicted] counts of the test pass (after fit)
+    val_confusion: Optional[Any] = None              # the same of the validation split (data-parallel runs)
 
 
 @dataclass
@@ -52,6 +53,10 @@ class Callback:
     # Config keys of this callback that may differ between a run and its resumption (they change what
     # is shown, not what is computed); "*" for all of them.
     resume_free: tuple[str, ...] = ()
+    # In a data-parallel run: True for a callback every rank runs (it changes what is trained or when the
+    # run stops, from values that are the same on every rank); the others (writers, the console,
+    # diagnostics) run on rank 0 alone.
+    every_rank = False
 
     def setup(self, run: RunInfo) -> None:
         """Called once by the build, before fit, with what the run knows."""

@@ -12,6 +12,7 @@ from trainlab.errors import ConfigError
 
 class EarlyStopping(Callback):
     order = 10  # before the checkpoint, so last.pt holds this epoch's count
+    every_rank = True  # every rank stops at the same epoch: the metrics it reads are reduced ones
 
     def __init__(self, patience: Optional[int] = None, min_delta: float = 0.0):
         self.patience = require("patience", patience, lambda v: v is None or (is_int(v) and v >= 1),

@@ -30,6 +30,7 @@ def build_ema(model: nn.Module, decay: float) -> AveragedModel:
 
 class EMA(Callback):
     order = 0  # its val_ema/* metrics are in place before anything reads an epoch's metrics
+    every_rank = True  # the averaged weights and their val_ema/* scores (a collective) on every rank
 
     def __init__(self, decay: Optional[float] = None, every: int = 1, evaluate: bool = True,
                  select_best: bool = False):

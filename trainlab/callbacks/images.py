@@ -120,7 +120,8 @@ class Images(Callback):
     def on_test_end(self, trainer, summary: dict) -> None:
         if self.confusion == "never" or self.run.data is None:
             return
-        self._confusion(trainer, self.run.data.val, "val", trainer.step)  # the weights tested: best.pt's
+        self._confusion(trainer, self.run.data.val, "val", trainer.step,  # the weights tested: best.pt's
+                        self.run.val_confusion)
         self._confusion(trainer, self.run.data.test, "test", trainer.step, self.run.test_confusion)
 
 

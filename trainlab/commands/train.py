@@ -116,8 +116,11 @@ def test_best_weights(trainer, experiment, run) -> dict:
     test_loader = experiment.data.test
     if test_loader.num_samples == 0:
         return {"test": None}
-    scored = trainer.evaluate(test_loader, confusion_classes=len(experiment.data.classes))
+    classes = len(experiment.data.classes)
+    scored = trainer.evaluate(test_loader, confusion_classes=classes)
     run.test_confusion = scored.pop("confusion")
+    if trainer.world.active:  # the pictures' validation counts too: rank 0 alone holds only its part of the split
+        run.val_confusion = trainer.evaluate(experiment.data.val, confusion_classes=classes)["confusion"]
     results = {"test": scored}
     if experiment.tta_views is not None:  # the same weights, scored again with test-time augmentation
         results["test_tta"] = trainer.evaluate(test_loader.with_views(experiment.tta_views))
@@ -125,10 +128,46 @@ def test_best_weights(trainer, experiment, run) -> dict:
 
 
 def run(cfg, run_dir: Path) -> dict:
-    """Train as `cfg` (checked) says, writing the run folder contract into `run_dir`; return the summary."""
+    """Train as `cfg` (checked) says, writing the run folder contract into `run_dir`; return the summary.
+    With trainer.devices=N (N > 1, not already one rank of a torchrun/SLURM world): N processes."""
+    from trainlab import distributed
+
+    devices = cfg.trainer.get("devices", 1)
+    if devices > 1 and not distributed.current().active:
+        return run_spawned(cfg, run_dir, devices)
+    return train_run(cfg, run_dir, choices())
+
+
+def run_spawned(cfg, run_dir: Path, devices: int) -> dict:
+    """trainer.devices=N: the run as N processes of this machine, each given this config (composed and
+    checked once, here, resolved) and its share of the cores; rank 0 writes the run folder."""
+    import torch
     from omegaconf import OmegaConf
 
-    from trainlab import checkpoint, resume, safety
+    from trainlab import distributed
+
+    threads = cfg.trainer.threads if cfg.trainer.threads != "auto" else max(1, torch.get_num_threads() // devices)
+    distributed.launch(OmegaConf.to_container(cfg, resolve=True), run_dir, choices(), devices, threads)
+    return json.loads((run_dir / "summary.json").read_text())
+
+
+def run_rank(cfg, run_dir: Path, world, picked: dict) -> Any:
+    """One rank of a data-parallel run: join the process group, train; the summary on rank 0, else None."""
+    from trainlab import distributed
+    from trainlab.runtime import resolve_device
+
+    distributed.join(world, resolve_device(cfg.trainer.device))
+    result = train_run(cfg, run_dir, picked)
+    distributed.leave()
+    return result
+
+
+def train_run(cfg, run_dir: Path, picked: dict) -> Any:
+    """The run in this process (one rank of it, in a data-parallel run: rank 0 writes the files and
+    returns the summary, the others None). `picked`: the group options the config was composed from."""
+    from omegaconf import OmegaConf
+
+    from trainlab import checkpoint, distributed, resume, safety
     from trainlab.build import build_callbacks, build_experiment, build_trainer
     from trainlab.callbacks.base import RunInfo
     from trainlab.errors import TrainingDiverged
@@ -137,7 +176,8 @@ def run(cfg, run_dir: Path) -> dict:
     trainer_cfg = cfg.trainer
     # read (and checked) before the folder was made; its choices: the run's own when the overrides are left out
     payload = resume.read(trainer_cfg.resume, safety.trusted_targets(cfg)) if trainer_cfg.resume else None
-    picked = (payload.get("choices") if payload else None) or choices()
+    picked = (payload.get("choices") if payload else None) or picked
+    world = distributed.current()
     experiment = build_experiment(cfg, resuming=bool(trainer_cfg.resume))
     data = experiment.data
     plain_cfg = OmegaConf.to_container(cfg, resolve=True)
@@ -149,8 +189,9 @@ def run(cfg, run_dir: Path) -> dict:
         "best_from_ema": experiment.monitor.startswith("val_ema/"),
         "train_size": data.train.num_samples, "val_size": data.val.num_samples, "test_size": data.test.num_samples,
         "runtime": experiment.runtime, "notices": list(experiment.notices),
+        "devices": world.size,
     }
-    run = RunInfo(run_dir=run_dir, monitor=experiment.monitor, mode=trainer_cfg.mode, config=plain_cfg,
+    run = RunInfo(run_dir=run_dir if world.main else None, monitor=experiment.monitor, mode=trainer_cfg.mode, config=plain_cfg,
                   summary=summary, input_shape=data.input_shape, notices=experiment.notices, data=data,
                   checkpoint_extra={"preprocess": data.preprocess.state_dict(), "config": plain_cfg,
                                     "classes": data.classes, "choices": picked, "versions": versions()})
@@ -172,6 +213,7 @@ def run(cfg, run_dir: Path) -> dict:
             fit = trainer.fit(data.train, data.val, trainer_cfg.epochs, start_epoch=start_epoch)
         if saver is not None and saver.best_path.is_file():
             experiment.model.load_state_dict(checkpoint.load(saver.best_path, map_location=experiment.device)["model"])
+        world.share_tensors(experiment.model.state_dict().values())  # rank 0's weights (best.pt's) on every rank
         tested = time.perf_counter()
         summary.update(test_best_weights(trainer, experiment, run))
         test_seconds = time.perf_counter() - tested
@@ -191,16 +233,20 @@ def run(cfg, run_dir: Path) -> dict:
     except KeyboardInterrupt as stop:
         summary.update(status="interrupted", signal=signal_name(stop),
                        best=best(), steps=trainer.step)
-        write_ending(run_dir / "summary.json", summary)
+        if world.main:
+            write_ending(run_dir / "summary.json", summary)
         raise
     except TrainingDiverged as error:
         summary.update(status="diverged", error=str(error), divergence=error.details, best=best(), steps=trainer.step)
-        write_ending(run_dir / "summary.json", summary)
+        if world.main:
+            write_ending(run_dir / "summary.json", summary)
         raise
     except Exception as error:
         summary.update(status="failed", error=f"{type(error).__name__}: {error}", best=best(), steps=trainer.step)
-        write_ending(run_dir / "summary.json", summary)
+        if world.main:
+            write_ending(run_dir / "summary.json", summary)
         raise
-    write_summary(run_dir / "summary.json", summary)
+    if world.main:
+        write_summary(run_dir / "summary.json", summary)
     trainer.callbacks.fire("on_test_end", trainer, summary)
-    return summary
+    return summary if world.main else None

@@ -7,7 +7,6 @@ torch.Generator per loader, so an epoch costs no host round trip and a run is re
 from __future__ import annotations
 
 import copy
-import math
 from typing import Callable, Iterator, Optional
 
 import torch
@@ -25,6 +24,49 @@ class BatchFinisher:
     shuffle: bool
     epoch_order: Optional[torch.Tensor] = None  # the order of the epoch being drawn (None: not shuffled)
     _continue_at: Optional[tuple[Optional[torch.Tensor], int]] = None
+    # data parallel (trainlab.distributed): this process's share of every batch, and the generator the
+    # epoch's permutation comes from (the same on every rank; augmentation draws from `generator`, per rank)
+    rank: int = 0
+    ranks: int = 1
+    order_generator: Optional[torch.Generator] = None
+
+    def shard(self, rank: int, ranks: int, seed: int) -> None:
+        """Give this process part `rank` of `ranks` of every batch (the global batch stays batch_size): the
+        ranks draw one permutation from one seeded generator, so together their batches are the epoch one
+        process would see; augmentation and mixing draw from a generator of this rank's own."""
+        self.rank, self.ranks = rank, ranks
+        if ranks > 1:
+            self.order_generator = self.generator
+            self.generator = torch.Generator(device=self.generator.device).manual_seed(seed + 1_000_003 * (rank + 1))
+
+    def part(self, start: int, stop: int) -> tuple[int, int]:
+        """This rank's positions of the batch [start, stop) (as even as can be: torch.tensor_split's sizes)."""
+        size, extra = divmod(stop - start, self.ranks)
+        first = start + self.rank * size + min(self.rank, extra)
+        return first, first + size + (1 if self.rank < extra else 0)
+
+    def batch_count(self, num_samples: int) -> int:
+        """Batches per pass. A last partial training batch smaller than the number of ranks is left out when
+        training on several (some rank would have no sample to step on)."""
+        full, rest = divmod(num_samples, self.batch_size)
+        if rest == 0 or self.drop_last or (self.ranks > 1 and self.shuffle and rest < self.ranks):
+            return full
+        return full + 1
+
+    def global_batch(self, index: int) -> int:
+        """Samples of batch `index` over all ranks (the trainer weighs an uneven split of the last one)."""
+        return min(self.batch_size, self.num_samples - index * self.batch_size)
+
+    def rng_state(self) -> dict:
+        state = {"loader": self.generator.get_state()}
+        if self.order_generator is not None:
+            state["order"] = self.order_generator.get_state()
+        return state
+
+    def set_rng_state(self, state: dict) -> None:
+        self.generator.set_state(state["loader"].cpu())
+        if self.order_generator is not None and "order" in state:
+            self.order_generator.set_state(state["order"].cpu())
 
     def continue_epoch(self, order: Optional[torch.Tensor], start: int) -> None:
         """Make the next pass continue an epoch a checkpoint stopped inside: the same order, from batch
@@ -39,7 +81,8 @@ class BatchFinisher:
             self._continue_at = None
             order = order.to(device) if order is not None else None
         else:
-            order = torch.randperm(count, generator=self.generator, device=device) if self.shuffle else None
+            orders = self.order_generator if self.order_generator is not None else self.generator
+            order = torch.randperm(count, generator=orders, device=device) if self.shuffle else None
             start = 0
         self.epoch_order = order
         return order, start
@@ -95,14 +138,14 @@ class DeviceLoader(BatchFinisher):
         return self.images.shape[0]
 
     def __len__(self) -> int:
-        if self.drop_last:
-            return self.num_samples // self.batch_size
-        return math.ceil(self.num_samples / self.batch_size)
+        return self.batch_count(self.num_samples)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         order, start = self._epoch_start(self.num_samples, self.images.device)
         for i in range(start, len(self)):
-            window = slice(i * self.batch_size, (i + 1) * self.batch_size)
+            window = slice(*self.part(i * self.batch_size, min((i + 1) * self.batch_size, self.num_samples)))
+            if window.start == window.stop:  # an evaluation batch smaller than the number of ranks
+                continue
             if order is None:
                 images, labels = self.images[window], self.labels[window]
             else:

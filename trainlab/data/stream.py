@@ -10,7 +10,6 @@ does, so the two loaders give the same batches for the same data and seed, and s
 
 from __future__ import annotations
 
-import math
 import os
 import warnings
 from dataclasses import dataclass
@@ -288,9 +287,7 @@ class StreamLoader(BatchFinisher):
         return len(self.dataset)
 
     def __len__(self) -> int:
-        if self.drop_last:
-            return self.num_samples // self.batch_size
-        return math.ceil(self.num_samples / self.batch_size)
+        return self.batch_count(self.num_samples)
 
     def _data_loader(self) -> DataLoader:
         if self._loader is None:
@@ -308,8 +305,11 @@ class StreamLoader(BatchFinisher):
         n = self.num_samples
         order, start = self._epoch_start(n, self.device)  # drawn like DeviceLoader's, from the same generator
         order = order.cpu() if order is not None else torch.arange(n)
-        self._batches.batches = [order[i * self.batch_size:(i + 1) * self.batch_size].tolist()
-                                 for i in range(start, len(self))]
+        # each rank its part of every batch, as DeviceLoader does (not torch's DistributedSampler: it pads
+        # the epoch with repeated samples, so the ranks' union would not be the single-process epoch)
+        self._batches.batches = [order[slice(*self.part(i * self.batch_size, min((i + 1) * self.batch_size, n)))]
+                                 .tolist() for i in range(start, len(self))]
+        self._batches.batches = [batch for batch in self._batches.batches if batch]  # (see DeviceLoader)
         if not self._batches.batches:
             return
         try:
