@@ -94,37 +94,26 @@ def current() -> World:
 
 
 def from_environment(environ=os.environ) -> Optional[World]:
-    """The world torchrun (RANK, WORLD_SIZE, LOCAL_RANK) or SLURM (SLURM_PROCID, SLURM_NTASKS, SLURM_LOCALID)
-    describes, when it has more than one process; None otherwise. For SLURM the rendezvous address is set
-    from the job's first node when MASTER_ADDR is not given (submitit sets the task variables)."""
-    if "RANK" in environ and "WORLD_SIZE" in environ:
-        size = int(environ["WORLD_SIZE"])
-        if size > 1:
-            return World(int(environ["RANK"]), size, int(environ.get("LOCAL_RANK", 0)))
-        return None
-    if "SLURM_PROCID" in environ and int(environ.get("SLURM_NTASKS", "1")) > 1:
-        return World(int(environ["SLURM_PROCID"]), int(environ["SLURM_NTASKS"]), int(environ.get("SLURM_LOCALID", 0)))
+    """The world torchrun describes (RANK, WORLD_SIZE, LOCAL_RANK; MASTER_ADDR/PORT for the rendezvous) when
+    it has more than one process; None otherwise."""
+    if "RANK" in environ and int(environ.get("WORLD_SIZE", "1")) > 1:
+        return World(int(environ["RANK"]), int(environ["WORLD_SIZE"]), int(environ.get("LOCAL_RANK", 0)))
     return None
 
 
-def slurm_rendezvous(environ=os.environ) -> None:
-    """MASTER_ADDR / MASTER_PORT for a SLURM job's tasks: its first node, and a port from the job id (every
-    task computes the same one; distinct jobs get distinct ports)."""
-    if "MASTER_ADDR" not in environ:
-        nodes = environ.get("SLURM_JOB_NODELIST") or environ.get("SLURM_NODELIST") or "127.0.0.1"
-        environ["MASTER_ADDR"] = first_host(nodes)
-    if "MASTER_PORT" not in environ:
-        environ["MASTER_PORT"] = str(20000 + int(environ.get("SLURM_JOB_ID", "0")) % 20000)
+def submitit_world(environ=os.environ) -> Optional[World]:
+    """Inside a submitit job of several tasks (hydra/launcher=submitit_slurm with tasks_per_node > 1, or
+    submitit_local): this task's world, its rendezvous variables exported by submitit's own helper (the
+    first node of the job, a port from the job id). None for a job of one task, or outside submitit."""
+    if "SUBMITIT_EXECUTOR" not in environ:
+        return None
+    from submitit.helpers import TorchDistributedEnvironment
 
-
-def first_host(nodelist: str) -> str:
-    """The first host of a SLURM node list: 'gpu[03-05,07],cpu1' -> 'gpu03' (what scontrol show hostnames
-    gives first, without needing scontrol)."""
-    head = nodelist.split(",")[0] if "[" not in nodelist.split(",")[0] else nodelist[: nodelist.index("]") + 1]
-    if "[" not in head:
-        return head
-    prefix, ranges = head.split("[", 1)
-    return prefix + ranges.rstrip("]").split(",")[0].split("-")[0]
+    job = TorchDistributedEnvironment()
+    if job.world_size <= 1:
+        return None
+    job.export(set_cuda_visible_devices=False)  # each rank picks cuda:LOCAL_RANK itself
+    return World(job.rank, job.world_size, job.local_rank)
 
 
 def free_port() -> int:

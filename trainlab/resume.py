@@ -178,13 +178,16 @@ def check(cfg, defaults: Optional[Callable[[], dict]] = None, typed: Optional[li
     return payload
 
 
-def restore(trainer, payload: dict, value: str, run_dir: Path, train_loader) -> int:
+def restore(trainer, payload: dict, value: str, run_dir: Optional[Path], train_loader) -> int:
     """Load the payload into the built trainer (weights, optimizer, schedule, RNGs, callbacks) and carry the
-    resumed run's best.pt into this run's folder; return the epoch to continue from."""
+    resumed run's best.pt into this run's folder (run_dir None: not this process's job, as on the ranks
+    > 0 of a data-parallel run); return the epoch to continue from."""
     try:
         start_epoch = trainer.load_state_dict(payload, train_loader)
     except ConfigError as error:  # a callback's own refusal (e.g. early stopping had already stopped it)
         raise ConfigError(f"trainer.resume={value}: {error}") from None
+    if run_dir is None:
+        return start_epoch
     source = checkpoint.resume_path(value).parent / "best.pt"
     target = Path(run_dir) / "checkpoints" / "best.pt"
     if payload["best"].get("epoch") is not None and source.is_file() and source.resolve() != target.resolve():

@@ -55,7 +55,9 @@ class Console(Callback):
             rows = summarize(trainer.model, self.run.input_shape, trainer.device)
             self.reporter.model_table(rows, summary["params"], summary["trainable_params"])
         choices = " ".join(f"{k}={v}" for k, v in summary.get("choices", {}).items())
-        self.info(f"trainlab: {choices} on {summary['device']}; {summary['params']:,} parameters; "
+        devices = summary.get("devices", 1)
+        where = f"{summary['device']}, {devices} processes (data parallel)" if devices > 1 else summary["device"]
+        self.info(f"trainlab: {choices} on {where}; {summary['params']:,} parameters; "
                   f"train {summary['train_size']:,} / val {summary['val_size']:,} / test {summary['test_size']:,}")
         for line in transfer_lines(summary.get("transfer", {}), summary["params"]):
             self.info(line)

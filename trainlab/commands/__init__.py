@@ -425,6 +425,10 @@ def run_command(name: str, args: list[str], cwd: Optional[Path] = None, now: Opt
     argv = (["--config-dir", str(user_dir)] if user_dir is not None else []) + list(args)
     if any(a.split("=", 1)[0] in INFO_FLAGS for a in args):
         return hydra_main(module, name, argv, job(module, name))
+    started_as_rank = name == "train" and launched_ranks() is not None  # by torchrun: one rank of a run
+    if started_as_rank:
+        args = with_world_devices(args)
+        argv = (["--config-dir", str(user_dir)] if user_dir is not None else []) + list(args)
     fail_fast = "--fail-fast" in args
     if fail_fast:  # trainlab's flag, not Hydra's
         args = [a for a in args if a != "--fail-fast"]
@@ -476,6 +480,80 @@ def run_command(name: str, args: list[str], cwd: Optional[Path] = None, now: Opt
     checked = compose_checked(module, name, [list(args)], user_dir, modes=modes)
     if checked is None:  # Hydra reports the composition error itself (before any folder is made)
         return hydra_main(module, name, argv, job(module, name))
+    world = None
+    if started_as_rank:  # every rank checked the same config; rank 0 alone makes the run folder
+        from trainlab import distributed
+        from trainlab.runtime import resolve_device
+
+        world = distributed.from_environment()
+        distributed.join(world, resolve_device(checked[0].trainer.device))
+        if not world.main:
+            return follow_rank_zero(checked[0], world)
+    try:
+        argv, run_dir = single_run_folder(name, args, argv, cwd, now)
+    finally:  # the other ranks wait for the folder: tell them, also when rank 0 stops here
+        if world is not None:
+            world.share(locals().get("run_dir"))
+    try:
+        hydra_main(module, name, argv, job(module, name, {"*": checked[0]}), mode=modes[0])
+    except OSError as error:  # e.g. Hydra writing .hydra/ on a full disk: a write() names no file
+        if error.filename is None:
+            error.filename = f"into {run_dir}"
+        raise
+
+
+def launched_ranks() -> Optional[str]:
+    """The launcher that started this process as one rank of several (torchrun's RANK/WORLD_SIZE), if any
+    (read from the environment only: --help and --cfg job import no torch)."""
+    import os
+
+    if "RANK" in os.environ and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        return "torchrun"
+    return None
+
+
+def with_world_devices(args: list[str]) -> list[str]:
+    """torchrun decides the number of processes: trainer.devices follows WORLD_SIZE (refused if it says
+    otherwise); a sweep (-m) is refused (each of its jobs would be a run of all the ranks)."""
+    import os
+
+    size = int(os.environ["WORLD_SIZE"])
+    if "-m" in args or "--multirun" in args:
+        fail(f"-m under torchrun (WORLD_SIZE={size}): a sweep cannot be one distributed run; run the sweep "
+             f"without torchrun and give each job trainer.devices={size}")
+    given = override_value(args, "trainer.devices")
+    if given is None:
+        return list(args) + [f"trainer.devices={size}"]
+    if given != str(size):
+        fail(f"trainer.devices={given}: torchrun started {size} processes (WORLD_SIZE={size}); leave "
+             f"trainer.devices out under torchrun, or make it {size}")
+    return list(args)
+
+
+def follow_rank_zero(cfg, world) -> None:
+    """A rank > 0 started by torchrun: train in the run folder rank 0 made (it writes every file); errors as
+    one line naming the rank."""
+    from trainlab.commands import train
+    from trainlab.errors import TrainlabError, explain
+
+    run_dir = world.share(None)
+    if run_dir is None:
+        sys.exit(1)  # rank 0 stopped before the run began, and said why
+    try:
+        train.train_run(cfg, Path(run_dir), {})
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except TrainlabError as error:
+        print(f"trainlab: error: rank {world.rank}: {error}", file=sys.stderr)
+        sys.exit(2)
+    except Exception as error:  # noqa: BLE001 - one line, as for rank 0
+        print(f"trainlab: error: rank {world.rank}: {explain(error)[0]}", file=sys.stderr)
+        sys.exit(1)
+
+
+def single_run_folder(name: str, args: list[str], argv: list[str], cwd: Path, now: datetime) -> tuple[list[str], str]:
+    """The folder of a single run (checked: never one that holds another run), as hydra.run.dir in argv."""
+    argv = list(argv)
     given = override_value(args, "hydra.run.dir")
     continued = resumed_folder(name, args, cwd)
     if given is not None:
@@ -491,10 +569,4 @@ def run_command(name: str, args: list[str], cwd: Optional[Path] = None, now: Opt
     if continued is not None and (given is None or (cwd / given).resolve() == continued):
         # Hydra writes config.yaml/overrides.yaml into hydra.output_subdir: the run's own .hydra stays as it was
         argv.append(f"hydra.output_subdir=.hydra/resumed-{now:%Y-%m-%d_%H-%M-%S}")
-    run_dir = override_value(argv, "hydra.run.dir")
-    try:
-        hydra_main(module, name, argv, job(module, name, {"*": checked[0]}), mode=modes[0])
-    except OSError as error:  # e.g. Hydra writing .hydra/ on a full disk: a write() names no file
-        if error.filename is None:
-            error.filename = f"into {run_dir}"
-        raise
+    return argv, override_value(argv, "hydra.run.dir")

@@ -129,12 +129,16 @@ def test_best_weights(trainer, experiment, run) -> dict:
 
 def run(cfg, run_dir: Path) -> dict:
     """Train as `cfg` (checked) says, writing the run folder contract into `run_dir`; return the summary.
-    With trainer.devices=N (N > 1, not already one rank of a torchrun/SLURM world): N processes."""
+    With trainer.devices=N (N > 1, not already one rank of a torchrun or submitit world): N processes."""
     from trainlab import distributed
 
     devices = cfg.trainer.get("devices", 1)
-    if devices > 1 and not distributed.current().active:
-        return run_spawned(cfg, run_dir, devices)
+    if not distributed.current().active:
+        cluster = distributed.submitit_world()  # each task of a submitit job runs this job
+        if cluster is not None:
+            return run_rank(cfg, run_dir, cluster, choices()) or {}
+        if devices > 1:
+            return run_spawned(cfg, run_dir, devices)
     return train_run(cfg, run_dir, choices())
 
 
@@ -147,7 +151,13 @@ def run_spawned(cfg, run_dir: Path, devices: int) -> dict:
     from trainlab import distributed
 
     threads = cfg.trainer.threads if cfg.trainer.threads != "auto" else max(1, torch.get_num_threads() // devices)
-    distributed.launch(OmegaConf.to_container(cfg, resolve=True), run_dir, choices(), devices, threads)
+    try:
+        distributed.launch(OmegaConf.to_container(cfg, resolve=True), run_dir, choices(), devices, threads)
+    except distributed.RankFailed as error:  # rank 0 may have recorded only the others' lost connection
+        ended = run_dir / "summary.json"
+        if ended.is_file():
+            write_ending(ended, {**json.loads(ended.read_text()), "status": "failed", "error": str(error)})
+        raise
     return json.loads((run_dir / "summary.json").read_text())
 
 
@@ -200,7 +210,7 @@ def train_run(cfg, run_dir: Path, picked: dict) -> Any:
     saver = next((cb for cb in callbacks.values() if hasattr(cb, "best_path")), None)
     start_epoch = 1
     if payload is not None:
-        start_epoch = resume.restore(trainer, payload, trainer_cfg.resume, run_dir, data.train)
+        start_epoch = resume.restore(trainer, payload, trainer_cfg.resume, run_dir if world.main else None, data.train)
         summary["resumed_from"] = str(checkpoint.resume_path(trainer_cfg.resume))
 
     def best() -> dict:
