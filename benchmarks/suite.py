@@ -31,6 +31,7 @@ BENCHMARKS = {
     "startup": ("startup.py", [], ["--rounds", "2"]),
     "peak_memory": ("peak_memory.py", [], ["--rounds", "1"]),
     "auto_choices": ("auto_choices.py", [], ["--rounds", "1", "--steps", "8"]),
+    "data_parallel": ("data_parallel.py", [], ["--rounds", "1", "--steps", "10", "--train-size", "4000"]),
     "time_to_accuracy_fmnist_speedrun": ("time_to_accuracy.py", ["--experiment", "fmnist_speedrun"], None),
     "time_to_accuracy_default": ("time_to_accuracy.py", ["--experiment", "default"], None),
 }

@@ -127,6 +127,16 @@ def test_two_processes_train_the_weights_one_process_trains(tmp_path):
     assert json.loads((tmp_path / "torchrun" / "summary.json").read_text())["devices"] == 2
     assert len(event_files(tmp_path / "torchrun")) == 2
 
+    # the cluster path: a submitit job of 2 tasks (submitit_local here, submitit_slurm on a cluster)
+    cluster = run_trainlab(["train", "-m", *EXACT, "trainer.accumulate=2", "hydra/launcher=submitit_local",
+                            "hydra.launcher.tasks_per_node=2", "hydra.launcher.timeout_min=5",
+                            "hydra.sweep.dir=cluster"], tmp_path)
+    assert cluster.returncode == 0, cluster.stderr[-2000:]
+    job = tmp_path / "cluster" / "0"
+    assert json.loads((job / "summary.json").read_text())["devices"] == 2
+    assert largest_difference(weights(folder), weights(job)) < 1e-6
+    assert len(event_files(job)) == 2
+
 
 FAULTY = '''
 from trainlab.callbacks.base import Callback

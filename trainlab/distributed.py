@@ -145,6 +145,8 @@ def leave() -> None:
 
     global _world
     if dist.is_initialized():
+        if _world.active:
+            dist.barrier()  # no rank tears its connections down while another still uses them
         dist.destroy_process_group()
     _world = SINGLE
 

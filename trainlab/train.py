@@ -79,6 +79,21 @@ def divergence_advice(amp_dtype: Optional[torch.dtype]) -> str:
     return advice
 
 
+def loader_rng(loader) -> dict:
+    """A training loader's random streams: DeviceLoader/StreamLoader say which (the shared order's too, in a
+    data-parallel run); any other loader the Trainer runs has one `generator`."""
+    if hasattr(loader, "rng_state"):
+        return loader.rng_state()
+    return {"loader": loader.generator.get_state()}
+
+
+def set_loader_rng(loader, state: dict) -> None:
+    if hasattr(loader, "set_rng_state"):
+        loader.set_rng_state(state)
+    else:
+        loader.generator.set_state(state["loader"].cpu())
+
+
 class Trainer:
     def __init__(
         self,
@@ -329,7 +344,7 @@ class Trainer:
         """Every rank's random streams (torch's, the loader's), kept for last.pt (written by rank 0 alone):
         a collective, so called where every rank is (epoch ends, save points)."""
         if self.world.active:
-            own = {"torch": torch.get_rng_state(), **loader.rng_state()}
+            own = {"torch": torch.get_rng_state(), **loader_rng(loader)}
             if torch.cuda.is_available():
                 own["cuda"] = torch.cuda.get_rng_state_all()
             self._rank_rng = self.world.gather(own)
@@ -368,7 +383,7 @@ class Trainer:
             "callbacks": self.callbacks.state_dict(),
         }
         if self.train_loader is not None:
-            state["rng"].update(self.train_loader.rng_state())
+            state["rng"].update(loader_rng(self.train_loader))
         if self._rank_rng is not None:
             state["rng"]["ranks"] = self._rank_rng
         if torch.cuda.is_available():
@@ -392,7 +407,7 @@ class Trainer:
             rng = rng["ranks"][self.world.rank]
         torch.set_rng_state(rng["torch"].cpu())
         if "loader" in rng:
-            train_loader.set_rng_state(rng)
+            set_loader_rng(train_loader, rng)
         if "cuda" in rng and torch.cuda.is_available():
             torch.cuda.set_rng_state_all([state.cpu() for state in rng["cuda"]])
         if self.scaler is not None and "scaler" in payload:

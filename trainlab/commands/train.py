@@ -136,6 +136,13 @@ def run(cfg, run_dir: Path) -> dict:
     if not distributed.current().active:
         cluster = distributed.submitit_world()  # each task of a submitit job runs this job
         if cluster is not None:
+            from omegaconf import open_dict
+
+            from trainlab.config import check_data_parallel
+
+            with open_dict(cfg):
+                cfg.trainer.devices = cluster.size  # the tasks SLURM gave: the batch must divide among them
+            check_data_parallel(cfg.trainer, cfg.get("callbacks"))
             return run_rank(cfg, run_dir, cluster, choices()) or {}
         if devices > 1:
             return run_spawned(cfg, run_dir, devices)
