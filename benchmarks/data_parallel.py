@@ -83,6 +83,10 @@ def plain_steps(rank: int, size: int, steps: int, threads: int, port: int, resul
         for _ in range(steps):
             dist.all_reduce(grads)
         reduce_seconds = (time.perf_counter() - started) / steps
+        del forward  # DDP's reducer before its process group (see trainlab.distributed.leave)
+        import gc
+
+        gc.collect()
         dist.destroy_process_group()
     results.put((rank, BATCH / step_seconds, reduce_seconds, step_seconds))
 

@@ -500,6 +500,8 @@ def run_command(name: str, args: list[str], cwd: Optional[Path] = None, now: Opt
         if error.filename is None:
             error.filename = f"into {run_dir}"
         raise
+    if world is not None:  # the run ended well on every rank: leave together
+        distributed.leave()
 
 
 def launched_ranks() -> Optional[str]:
@@ -533,6 +535,7 @@ def with_world_devices(args: list[str]) -> list[str]:
 def follow_rank_zero(cfg, world) -> None:
     """A rank > 0 started by torchrun: train in the run folder rank 0 made (it writes every file); errors as
     one line naming the rank."""
+    from trainlab import distributed
     from trainlab.commands import train
     from trainlab.errors import TrainlabError, explain
 
@@ -541,6 +544,7 @@ def follow_rank_zero(cfg, world) -> None:
         sys.exit(1)  # rank 0 stopped before the run began, and said why
     try:
         train.train_run(cfg, Path(run_dir), {})
+        distributed.leave()
     except KeyboardInterrupt:
         sys.exit(130)
     except TrainlabError as error:
