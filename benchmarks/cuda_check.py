@@ -4,7 +4,10 @@
    (trainer.device=cuda fails when CUDA is missing: no CPU fallback): accuracy, wall time, samples/s,
    peak GPU memory, from its summary.json;
 2. benchmarks/trainer_vs_plain.py --device cuda --bf16 --channels-last: the Trainer / plain loop ratio.
-A distributed (nccl) job joins this list when trainer.devices lands (issue 13). Any failure exits non-zero.
+3. data parallel on nccl: with 2 GPUs or more, `trainlab train trainer.devices=2` on cuda (2 processes, one
+   run folder, summary.json devices 2); with one GPU, a world of one nccl process training a DDP model (the
+   process group, DDP and an all-reduce on the GPU; trainlab itself needs 2 GPUs to spawn ranks on cuda).
+Any failure exits non-zero.
 
     python benchmarks/cuda_check.py [--seed 0]
 """
@@ -30,6 +33,41 @@ SPEEDRUN = ["experiment=fmnist_speedrun", "trainer.device=cuda", "trainer.amp=tr
 
 def fail(message: str) -> None:
     raise SystemExit(f"cuda_check: FAILED: {message}")
+
+
+def nccl_world_of_one() -> float:
+    """One nccl process: DDP over a small model on cuda:0, 20 steps and an all-reduce; its step time in ms."""
+    import os
+
+    import torch.distributed as dist
+    import torch.nn.functional as F
+
+    from trainlab.distributed import free_port
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()))
+    torch.cuda.set_device(0)
+    dist.init_process_group("nccl", rank=0, world_size=1, device_id=torch.device("cuda", 0))
+    model = torch.nn.parallel.DistributedDataParallel(torch.nn.Linear(256, 10).cuda(), device_ids=[0])
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    images, labels = torch.randn(128, 256, device="cuda"), torch.randint(0, 10, (128,), device="cuda")
+    torch.cuda.synchronize()
+    started = time.perf_counter()
+    for _ in range(20):
+        optimizer.zero_grad(set_to_none=True)
+        F.cross_entropy(model(images), labels).backward()
+        optimizer.step()
+    total = torch.ones(1, device="cuda")
+    dist.all_reduce(total)
+    torch.cuda.synchronize()
+    if total.item() != 1.0:
+        fail(f"nccl all_reduce over a world of one gave {total.item()}")
+    seconds = (time.perf_counter() - started) / 20
+    del model
+    import gc
+
+    gc.collect()
+    dist.destroy_process_group()
+    return 1000 * seconds
 
 
 def main() -> None:
@@ -65,6 +103,19 @@ def main() -> None:
         ratio = json.loads(out.read_text())["figures"][0]
         rows.append(("Trainer / plain loop on cuda (bf16, channels_last)",
                      f"{ratio['value']}x ({ratio['trainlab']:,} vs {ratio['plain']:,} samples/s)"))
+        if torch.cuda.device_count() >= 2:
+            command = [trainlab, "train", "dataset=synthetic", "trainer.epochs=2", "trainer.device=cuda",
+                       "trainer.devices=2", f"hydra.run.dir={folder}/ddp"]
+            started = time.perf_counter()
+            if subprocess.run(command).returncode != 0:
+                fail(" ".join(command))
+            ddp = json.loads((Path(folder) / "ddp" / "summary.json").read_text())
+            if ddp.get("devices") != 2 or ddp.get("status") != "completed":
+                fail(f"trainer.devices=2 on cuda: summary says devices {ddp.get('devices')}, {ddp.get('status')}")
+            rows.append(("trainer.devices=2 on cuda (nccl): samples/s, wall time",
+                         f"{ddp['train_samples_per_s']:,.0f}, {time.perf_counter() - started:.1f} s"))
+        else:
+            rows.append(("nccl world of one (DDP step, small model)", f"{nccl_world_of_one():.2f} ms per step"))
     host = machine()
     print(f"\ncuda_check on {host.get('gpu')}, torch {host['torch']}")
     width = max(len(name) for name, _ in rows)
