@@ -122,9 +122,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--train-size", type=int, default=20000)
-    parser.add_argument("--json", help="where to write the JSON record (default: benchmarks/results/data_parallel.json)")
+    parser.add_argument("--json", help="the JSON record's path (default: benchmarks/results/data_parallel.json)")
     args = parser.parse_args()
-    params = sum(p.numel() for p in __import__("trainlab.models.cnn", fromlist=["CNN"]).CNN([1, 28, 28], 10).parameters())
+    from trainlab.models.cnn import CNN
+
+    params = sum(p.numel() for p in CNN([1, 28, 28], 10).parameters())
     plain = {1: [], 2: []}
     ours = {1: [], 2: []}
     with tempfile.TemporaryDirectory() as scratch:
@@ -145,8 +147,10 @@ def main() -> None:
     print(f"trainlab train (Fashion-MNIST, {args.train_size} images, 1 epoch): devices=1 {ours_one:.0f} samples/s, "
           f"devices=2 {ours_two:.0f} samples/s ({ours_two / ours_one:.2f}x)")
     write_record("data_parallel", [
-        figure("plain loop: 2 processes x 1 thread / 1 process x 2 threads, samples/s (gloo, DDP)", round(two / one, 3), "x"),
-        figure("plain loop, 2 processes: gradient all-reduce alone, share of a step (upper bound)", round(100 * share, 1), "%"),
+        figure("plain loop: 2 processes x 1 thread / 1 process x 2 threads, samples/s (gloo, DDP)",
+               round(two / one, 3), "x"),
+        figure("plain loop, 2 processes: gradient all-reduce alone, share of a step (upper bound)",
+               round(100 * share, 1), "%"),
         figure("trainlab train: trainer.devices=2 / trainer.devices=1, samples/s", round(ours_two / ours_one, 3), "x"),
     ], args.json, rounds=args.rounds, params=params, plain=plain, trainlab=ours, allreduce_ms=reduce_ms)
 

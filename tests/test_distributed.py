@@ -212,7 +212,8 @@ def test_ctrl_c_stops_every_rank_and_resume_continues_every_rank_exactly(tmp_pat
     (["trainer.devices=2", "trainer.skip_nonfinite=true"], "trainer.skip_nonfinite=true with trainer.devices=2"),
     (["trainer.devices=0"], "trainer.devices=0"),
     (["trainer.sync_bn=true", "trainer.device=cpu"], "trainer.sync_bn=true on cpu: SyncBatchNorm runs on CUDA only"),
-    (["trainer.devices=2", "callbacks.images.confusion=epoch"], "callbacks.images.confusion=epoch with trainer.devices=2"),
+    (["trainer.devices=2", "callbacks.images.confusion=epoch"],
+     "callbacks.images.confusion=epoch with trainer.devices=2"),
 ])
 def test_settings_data_parallel_runs_cannot_have_are_refused(tmp_path, overrides, message):
     result = run_trainlab(["train", "dataset=synthetic", *overrides], tmp_path)
@@ -229,3 +230,20 @@ def test_torchrun_and_trainer_devices_must_agree(tmp_path):
                                 env=env, capture_output=True, text=True, timeout=60)
         assert result.returncode == 2 and message in result.stderr, result.stderr[-2000:]
         assert not (tmp_path / "outputs").exists()
+
+
+@pytest.mark.slow
+def test_every_rank_stops_together_on_early_stopping_and_on_divergence(tmp_path):
+    """Decisions taken from reduced values are the same on every rank: early stopping ends the run at one
+    epoch for all (no rank left waiting in a collective), and a loss gone NaN stops all at one log point."""
+    stopped = run_trainlab(["train", *EXACT, "trainer.epochs=20", "trainer.devices=2", "optimizer.lr=1e-12",
+                            "schedule=constant", "callbacks.early_stopping.patience=1", "hydra.run.dir=early"],
+                           tmp_path, timeout=300)
+    assert stopped.returncode == 0, stopped.stderr[-2000:]
+    summary = json.loads((tmp_path / "early" / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["epochs_run"] == 2 and summary["stopped_early"]
+    diverged = run_trainlab(["train", *EXACT, "trainer.devices=2", "optimizer.lr=1e12", "schedule=constant",
+                             "trainer.log_every=2", "hydra.run.dir=diverged"], tmp_path, timeout=300)
+    assert diverged.returncode == 2 and "train/loss became" in diverged.stderr, diverged.stderr[-2000:]
+    assert "Traceback" not in diverged.stderr
+    assert json.loads((tmp_path / "diverged" / "summary.json").read_text())["status"] == "diverged"

@@ -266,11 +266,11 @@ def _rank_main(rank: int, size: int, plain_cfg: dict, run_dir: str, choices: dic
 
         train.run_rank(OmegaConf.create(plain_cfg), Path(run_dir), World(rank, size, rank), choices)
     except BaseException as error:  # noqa: BLE001 - reported to the job, which shows the first one
-        from trainlab.errors import explain
+        from trainlab.errors import explain, first_line
 
-        message = str(error) if type(error).__name__ in ("TrainingDiverged",) else explain(error)[0]
-        if message.startswith("unexpected ") or not message:
-            message = f"{type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ''}"
+        message = explain(error)[0]
+        if message.startswith("unexpected "):  # the job shows it in one line: name the error plainly
+            message = f"{type(error).__name__}: {first_line(error)}"
         kind = "KeyboardInterrupt" if isinstance(error, KeyboardInterrupt) else type(error).__name__
         errors.put((rank, kind, message, time.time()))
         sys.exit(130 if kind == "KeyboardInterrupt" else 1)

@@ -208,8 +208,8 @@ def train_run(cfg, run_dir: Path, picked: dict) -> Any:
         "runtime": experiment.runtime, "notices": list(experiment.notices),
         "devices": world.size,
     }
-    run = RunInfo(run_dir=run_dir if world.main else None, monitor=experiment.monitor, mode=trainer_cfg.mode, config=plain_cfg,
-                  summary=summary, input_shape=data.input_shape, notices=experiment.notices, data=data,
+    run = RunInfo(run_dir=run_dir if world.main else None, monitor=experiment.monitor, mode=trainer_cfg.mode,
+                  config=plain_cfg, summary=summary, input_shape=data.input_shape, notices=experiment.notices, data=data,
                   checkpoint_extra={"preprocess": data.preprocess.state_dict(), "config": plain_cfg,
                                     "classes": data.classes, "choices": picked, "versions": versions()})
     callbacks = build_callbacks(cfg, run)
