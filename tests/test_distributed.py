@@ -247,3 +247,23 @@ def test_every_rank_stops_together_on_early_stopping_and_on_divergence(tmp_path)
     assert diverged.returncode == 2 and "train/loss became" in diverged.stderr, diverged.stderr[-2000:]
     assert "Traceback" not in diverged.stderr
     assert json.loads((tmp_path / "diverged" / "summary.json").read_text())["status"] == "diverged"
+
+
+@pytest.mark.slow
+def test_a_streamed_dataset_shards_the_same_way(tmp_path):
+    """A folder dataset too large for memory (dataset.max_memory_mb=0: decoded batch by batch through the
+    DataLoader path) trains to the single process's weights with 2 processes, as the in-memory one does."""
+    from test_cli import write_image_folder
+
+    root = write_image_folder(tmp_path / "pets", per_class=22)  # 66 images: 60 train at batch 8, 7 full + 4
+    config = ["train", "dataset=imagefolder", f"dataset.root={root}", "dataset.image_size=8", "dataset.max_memory_mb=0",
+              "dataset.val_size=6", "dataset.num_workers=0", "model=mlp", "model.hidden=[16]", "optimizer.lr=0.01",
+              "trainer.epochs=2", "trainer.batch_size=8", "augmentation=none", "trainer.amp=false", "tta=none",
+              "callbacks.console.model_summary=false"]
+    for name, extra in (("one", []), ("two", ["trainer.devices=2"])):
+        result = run_trainlab([*config, *extra, f"hydra.run.dir={name}"], tmp_path)
+        assert result.returncode == 0, f"{name}: {result.stderr[-2000:]}"
+    assert not (root / ".trainlab_cache").exists(), "streamed, not cached in memory"
+    assert largest_difference(weights(tmp_path / "one"), weights(tmp_path / "two")) < 1e-6
+    single, parallel = (json.loads((tmp_path / name / "summary.json").read_text()) for name in ("one", "two"))
+    assert parallel["test"]["acc"] == pytest.approx(single["test"]["acc"], abs=1e-9)
