@@ -267,3 +267,19 @@ def test_a_streamed_dataset_shards_the_same_way(tmp_path):
     assert largest_difference(weights(tmp_path / "one"), weights(tmp_path / "two")) < 1e-6
     single, parallel = (json.loads((tmp_path / name / "summary.json").read_text()) for name in ("one", "two"))
     assert parallel["test"]["acc"] == pytest.approx(single["test"]["acc"], abs=1e-9)
+
+
+@pytest.mark.slow
+def test_parallel_jobs_of_a_sweep_each_run_their_ranks_at_their_own_port(tmp_path):
+    """hydra/launcher=joblib with 2 jobs at once, each trainer.devices=2: 4 processes, 2 rendezvous ports."""
+    import re
+
+    result = run_trainlab(["train", "-m", *EXACT, "trainer.epochs=1", "seed=0,1", "trainer.devices=2",
+                           "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "hydra.sweep.dir=sweep"], tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    ports = set()
+    for job in ("0", "1"):
+        summary = json.loads((tmp_path / "sweep" / job / "summary.json").read_text())
+        assert summary["status"] == "completed" and summary["devices"] == 2
+        ports |= set(re.findall(r"rendezvous at 127.0.0.1:(\d+)", (tmp_path / "sweep" / job / "train.log").read_text()))
+    assert len(ports) == 2, ports

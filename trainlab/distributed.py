@@ -13,6 +13,7 @@ metrics are reduced here as sums and counts; rank 0 alone writes files and the c
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
 import signal
@@ -182,8 +183,14 @@ def launch(plain_cfg: dict, run_dir: Path, choices: dict, devices: int, threads:
     context = mp.get_context("spawn")
     errors = context.SimpleQueue()
     port = int(os.environ.get("MASTER_PORT") or free_port())
-    processes = mp.start_processes(_rank_main, args=(devices, plain_cfg, str(run_dir), choices, port, threads, errors,
-                                                     log_files()), nprocs=devices, join=False, start_method="spawn")
+    import logging
+
+    logging.getLogger("trainlab").info("data parallel: %d processes, rendezvous at 127.0.0.1:%d, %d threads each",
+                                       devices, port, threads)
+    with spawn_as_default():
+        processes = mp.start_processes(_rank_main, args=(devices, plain_cfg, str(run_dir), choices, port, threads,
+                                                         errors, log_files()), nprocs=devices, join=False,
+                                       start_method="spawn")
     received: list[int] = []
 
     def forward(signum, frame):
@@ -223,6 +230,24 @@ def launch(plain_cfg: dict, run_dir: Path, choices: dict, devices: int, threads:
             raise TrainingDiverged(message, {"rank": rank})
         raise RankFailed(rank, kind, message)
     raise RankFailed(getattr(failure, "error_index", -1), "exit", str(failure).strip())
+
+
+@contextlib.contextmanager
+def spawn_as_default():
+    """multiprocessing's default start method set to spawn while the ranks start: a spawned child re-applies
+    its parent's default, and inside a joblib (loky) worker that is 'loky', which a fresh child cannot find
+    (hydra/launcher=joblib with trainer.devices=N)."""
+    import multiprocessing
+
+    previous = multiprocessing.get_start_method(allow_none=True)
+    multiprocessing.set_start_method("spawn", force=True)
+    try:
+        yield
+    finally:
+        try:
+            multiprocessing.set_start_method(previous, force=True)
+        except ValueError:  # a start method only its own package knows how to find: leave spawn
+            pass
 
 
 def log_files() -> list[tuple[str, Optional[str], int]]:
