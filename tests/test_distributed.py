@@ -283,3 +283,9 @@ def test_parallel_jobs_of_a_sweep_each_run_their_ranks_at_their_own_port(tmp_pat
         assert summary["status"] == "completed" and summary["devices"] == 2
         ports |= set(re.findall(r"rendezvous at 127.0.0.1:(\d+)", (tmp_path / "sweep" / job / "train.log").read_text()))
     assert len(ports) == 2, ports
+
+
+def test_other_commands_say_they_run_in_one_process(tmp_path):
+    result = run_trainlab(["schedule", "trainer.devices=2"], tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "trainer.devices=2 is for trainlab train; schedule runs in one process" in result.stderr

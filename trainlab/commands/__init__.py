@@ -480,6 +480,10 @@ def run_command(name: str, args: list[str], cwd: Optional[Path] = None, now: Opt
     checked = compose_checked(module, name, [list(args)], user_dir, modes=modes)
     if checked is None:  # Hydra reports the composition error itself (before any folder is made)
         return hydra_main(module, name, argv, job(module, name))
+    devices = (checked[0].get("trainer") or {}).get("devices", 1) if hasattr(checked[0], "get") else 1
+    if name != "train" and devices > 1:
+        print(f"trainlab: note: trainer.devices={devices} is for trainlab train; {name} runs in one process",
+              file=sys.stderr)
     world = None
     if started_as_rank:  # every rank checked the same config; rank 0 alone makes the run folder
         from trainlab import distributed
