@@ -136,6 +136,7 @@ def test_two_processes_train_the_weights_one_process_trains(tmp_path):
     assert json.loads((job / "summary.json").read_text())["devices"] == 2
     assert largest_difference(weights(folder), weights(job)) < 1e-6
     assert len(event_files(job)) == 2
+    assert (job / "train.log").read_text().count("returned to the sweeper") == 1, "rank 0 alone reports"
 
 
 FAULTY = '''

@@ -326,6 +326,8 @@ def job(module, name: str, checked: Optional[dict] = None, fail_fast: bool = Fal
                 sweeps.log.info("resuming the interrupted job from its last.pt")
             config = sweeps.fit_to_machine(config, hydra_cfg)
             result = module.run(config, run_dir)
+            if name == "train" and result is None:  # a task > 0 of a submitit job: its rank 0 reports the result
+                return None
             return sweeps.returned(result, config.trainer.mode) if name == "train" else None
         except TrainingDiverged as error:
             print(f"trainlab: error: {where}{error}", file=sys.stderr)

@@ -127,7 +127,7 @@ def test_best_weights(trainer, experiment, run) -> dict:
     return results
 
 
-def run(cfg, run_dir: Path) -> dict:
+def run(cfg, run_dir: Path) -> Any:
     """Train as `cfg` (checked) says, writing the run folder contract into `run_dir`; return the summary.
     With trainer.devices=N (N > 1, not already one rank of a torchrun or submitit world): N processes."""
     from trainlab import distributed
@@ -143,7 +143,7 @@ def run(cfg, run_dir: Path) -> dict:
             with open_dict(cfg):
                 cfg.trainer.devices = cluster.size  # the tasks SLURM gave: the batch must divide among them
             check_data_parallel(cfg.trainer, cfg.get("callbacks"))
-            return run_rank(cfg, run_dir, cluster, choices()) or {}
+            return run_rank(cfg, run_dir, cluster, choices())  # None on the tasks > 0
         if devices > 1:
             return run_spawned(cfg, run_dir, devices)
     return train_run(cfg, run_dir, choices())
