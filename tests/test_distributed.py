@@ -106,6 +106,8 @@ def test_two_processes_train_the_weights_one_process_trains(tmp_path):
     single, parallel = (json.loads((run / "summary.json").read_text()) for run in (tmp_path / "one", folder))
     assert parallel["devices"] == 2 and single["devices"] == 1 and parallel["status"] == "completed"
     assert parallel["steps"] == single["steps"] and parallel["train_size"] == single["train_size"] == 501
+    # each rank trained on its part of every batch, not on the whole of it (same gradients either way)
+    assert parallel["train_samples"] == single["train_samples"] == 2 * 501
     for split in ("test",):
         assert parallel[split]["acc"] == pytest.approx(single[split]["acc"], abs=1e-9)
         assert parallel[split]["loss"] == pytest.approx(single[split]["loss"], rel=1e-5)

@@ -56,6 +56,13 @@ class World:
             dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
         return tensor
 
+    def totals(self, *values) -> list[float]:
+        """Sums and counts (device tensors or numbers) summed over the ranks, in float64, as Python numbers:
+        the means are taken from them after (not a mean of the ranks' means)."""
+        device = next(v.device for v in values if isinstance(v, torch.Tensor))
+        stacked = torch.stack([torch.as_tensor(v, device=device).double() for v in values])
+        return self.sum(stacked).tolist()
+
     def gather(self, value: Any) -> list:
         """Every rank's `value` (picklable), in rank order, on every rank."""
         if not self.active:
@@ -291,11 +298,9 @@ def _rank_main(rank: int, size: int, plain_cfg: dict, run_dir: str, choices: dic
 
         train.run_rank(OmegaConf.create(plain_cfg), Path(run_dir), World(rank, size, rank), choices)
     except BaseException as error:  # noqa: BLE001 - reported to the job, which shows the first one
-        from trainlab.errors import explain, first_line
+        from trainlab.errors import one_line
 
-        message = explain(error)[0]
-        if message.startswith("unexpected "):  # the job shows it in one line: name the error plainly
-            message = f"{type(error).__name__}: {first_line(error)}"
+        message = one_line(error)[0]  # the job shows it in one line
         kind = "KeyboardInterrupt" if isinstance(error, KeyboardInterrupt) else type(error).__name__
         errors.put((rank, kind, message, time.time()))
         sys.exit(130 if kind == "KeyboardInterrupt" else 1)

@@ -80,6 +80,15 @@ def explain(error: BaseException) -> tuple[str, int]:
     return f"unexpected {type(error).__name__}: {first_line(error)} ({DEBUG_HINT})", 1
 
 
+def one_line(error: BaseException) -> tuple[str, int]:
+    """explain(), with an unexpected error named plainly (its type and first line) for a place that keeps
+    or shows no traceback beside it; (line, exit status)."""
+    message, status = explain(error)
+    if message.startswith("unexpected "):
+        message = f"{type(error).__name__}: {first_line(error)}"
+    return message, status
+
+
 def debugging() -> bool:
     """TRAINLAB_DEBUG=1 (the command line also sets it when the user set Hydra's HYDRA_FULL_ERROR=1): let
     tracebacks through instead of one line."""

@@ -8,21 +8,22 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from trainlab.distributed import World
 from trainlab.runtime import autocast
 
 
 @torch.inference_mode()
 def evaluate(model: Callable, loader, device: torch.device, amp_dtype: Optional[torch.dtype] = None,
              keep_outputs: bool = False, confusion_classes: Optional[int] = None,
-             reduce: Optional[Callable[[torch.Tensor], torch.Tensor]] = None) -> dict:
+             world: Optional[World] = None) -> dict:
     """{"loss", "acc"} of `model` over `loader` (no label smoothing). A batch of TTA views [V, N, ...]
     is scored on the views' averaged predicted probabilities (their log is the logits). Two host syncs, at
     the end. `keep_outputs`: also "logits" [N, C] (float32) and "labels" [N], on the CPU, in the loader's
     order (for eval's top-5, confusion matrix and ensembles, from the very pass that gave loss and acc).
     `confusion_classes`: also "confusion", the [true, predicted] counts over that many classes (on the CPU),
     counted on the device as the batches go (the confusion pictures reuse the test pass this way).
-    `reduce`: sums a tensor over the processes of a data-parallel run (each scored its part of the split):
-    the figures are then the whole split's, from summed sums and counts."""
+    `world`: the processes of a data-parallel run (trainlab.distributed.World), each of which scored its part
+    of the split: the figures are then the whole split's, from the ranks' summed sums and counts."""
     modules = [m for m in (model, getattr(model, "_orig_mod", None)) if isinstance(m, nn.Module)]
     modes = [m.training for m in modules]
     for module in modules:
@@ -54,11 +55,10 @@ def evaluate(model: Callable, loader, device: torch.device, amp_dtype: Optional[
     finally:
         for module, mode in zip(modules, modes):
             module.train(mode)
-    if reduce is not None:
-        loss_total, right, seen = reduce(torch.stack([loss_sum.double(), correct.double(), torch.tensor(
-            float(seen), device=device, dtype=torch.float64)])).tolist()
+    if world is not None and world.active:
+        loss_total, right, seen = world.totals(loss_sum, correct, seen)
         if counts is not None:
-            reduce(counts)
+            world.sum(counts)
         figures = {"loss": loss_total / max(seen, 1), "acc": right / max(seen, 1)}
     else:
         figures = {"loss": (loss_sum / max(seen, 1)).item(), "acc": correct.item() / max(seen, 1)}

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import signal
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Optional
@@ -171,7 +172,7 @@ class Trainer:
     def evaluate(self, loader, model: Optional[Callable] = None, confusion_classes: Optional[int] = None) -> dict:
         """evaluate() with this trainer's device and precision (model: default the trained one)."""
         return evaluate(model if model is not None else self.forward, loader, self.device, self.amp_dtype,
-                        confusion_classes=confusion_classes, reduce=self.world.sum if self.world.active else None)
+                        confusion_classes=confusion_classes, world=self.world)
 
     def diverged(self, value: float, images=None, targets=None, seen: str = "at the log point of") -> TrainingDiverged:
         """TrainingDiverged with the step, epoch, lr and (when the batch is at hand) the first non-finite layer."""
@@ -320,7 +321,7 @@ class Trainer:
             # Ctrl-C or SIGTERM: stop here, between steps (several ranks: at a log point, all of them)
             signalled = agreed_stop if world.active else self.stop_signal is not None
             if signalled and self.stop_signal is None:
-                self.stop_signal = 2  # another rank's signal (SIGINT)
+                self.stop_signal = signal.SIGINT  # another rank's signal: this one stops as if it had it
             if signalled or (every and self.step % every == 0 and index != last):
                 self._gather_rng(loader)
                 self.callbacks.fire("on_save_point", self, {
@@ -332,8 +333,7 @@ class Trainer:
             if signalled:
                 raise Interrupted(self.stop_signal)
         if world.active:  # the ranks' sums and counts, then the means
-            loss_total, right, seen = world.sum(torch.stack([loss_sum.double(), correct.double(), torch.tensor(
-                float(seen), device=self.device, dtype=torch.float64)])).tolist()
+            loss_total, right, seen = world.totals(loss_sum, correct, seen)
             seen = int(round(seen))
             loss_mean = loss_total / max(seen, 1)
         else:

@@ -288,7 +288,7 @@ def job(module, name: str, checked: Optional[dict] = None, fail_fast: bool = Fal
         from hydra.types import RunMode
 
         from trainlab import sweeps
-        from trainlab.errors import TrainingDiverged, TrainlabError, debugging, explain, first_line
+        from trainlab.errors import TrainingDiverged, TrainlabError, debugging, one_line
 
         hydra_cfg = HydraConfig.get()
         run_dir = Path(hydra_cfg.runtime.output_dir)
@@ -356,9 +356,7 @@ def job(module, name: str, checked: Optional[dict] = None, fail_fast: bool = Fal
         except Exception as error:  # a bug, a full disk, no memory: in a sweep, the other jobs still run
             if not sweeping and debugging():
                 raise
-            message, status = explain(error)
-            if message.startswith("unexpected "):  # the traceback is kept in error.txt: name the error plainly
-                message = f"{type(error).__name__}: {first_line(error)}"
+            message, status = one_line(error)  # the traceback is kept in error.txt
             try:
                 sweeps.record_failure(run_dir, message, traceback.format_exc(), summary=name == "train")
                 kept = f" (traceback in {run_dir / sweeps.ERROR_FILE})"
@@ -427,7 +425,7 @@ def run_command(name: str, args: list[str], cwd: Optional[Path] = None, now: Opt
     argv = (["--config-dir", str(user_dir)] if user_dir is not None else []) + list(args)
     if any(a.split("=", 1)[0] in INFO_FLAGS for a in args):
         return hydra_main(module, name, argv, job(module, name))
-    started_as_rank = name == "train" and launched_ranks() is not None  # by torchrun: one rank of a run
+    started_as_rank = name == "train" and started_by_torchrun()  # one rank of a run
     if started_as_rank:
         args = with_world_devices(args)
         argv = (["--config-dir", str(user_dir)] if user_dir is not None else []) + list(args)
@@ -482,7 +480,9 @@ def run_command(name: str, args: list[str], cwd: Optional[Path] = None, now: Opt
     checked = compose_checked(module, name, [list(args)], user_dir, modes=modes)
     if checked is None:  # Hydra reports the composition error itself (before any folder is made)
         return hydra_main(module, name, argv, job(module, name))
-    devices = (checked[0].get("trainer") or {}).get("devices", 1) if hasattr(checked[0], "get") else 1
+    from omegaconf import OmegaConf
+
+    devices = OmegaConf.select(checked[0], "trainer.devices", default=1)
     if name != "train" and devices > 1:
         print(f"trainlab: note: trainer.devices={devices} is for trainlab train; {name} runs in one process",
               file=sys.stderr)
@@ -495,11 +495,12 @@ def run_command(name: str, args: list[str], cwd: Optional[Path] = None, now: Opt
         distributed.join(world, resolve_device(checked[0].trainer.device))
         if not world.main:
             return follow_rank_zero(checked[0], world)
+    run_dir = None
     try:
         argv, run_dir = single_run_folder(name, args, argv, cwd, now)
-    finally:  # the other ranks wait for the folder: tell them, also when rank 0 stops here
+    finally:  # the other ranks wait for the folder: tell them, also when rank 0 stops here (None)
         if world is not None:
-            world.share(locals().get("run_dir"))
+            world.share(run_dir)
     try:
         hydra_main(module, name, argv, job(module, name, {"*": checked[0]}), mode=modes[0])
     except OSError as error:  # e.g. Hydra writing .hydra/ on a full disk: a write() names no file
@@ -510,14 +511,12 @@ def run_command(name: str, args: list[str], cwd: Optional[Path] = None, now: Opt
         distributed.leave()
 
 
-def launched_ranks() -> Optional[str]:
-    """The launcher that started this process as one rank of several (torchrun's RANK/WORLD_SIZE), if any
-    (read from the environment only: --help and --cfg job import no torch)."""
+def started_by_torchrun() -> bool:
+    """Whether torchrun started this process as one rank of several (RANK / WORLD_SIZE; read from the
+    environment only: --help and --cfg job import no torch)."""
     import os
 
-    if "RANK" in os.environ and int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        return "torchrun"
-    return None
+    return "RANK" in os.environ and int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
 def with_world_devices(args: list[str]) -> list[str]:
@@ -543,7 +542,7 @@ def follow_rank_zero(cfg, world) -> None:
     one line naming the rank."""
     from trainlab import distributed
     from trainlab.commands import train
-    from trainlab.errors import TrainlabError, explain
+    from trainlab.errors import one_line
 
     run_dir = world.share(None)
     if run_dir is None:
@@ -553,12 +552,10 @@ def follow_rank_zero(cfg, world) -> None:
         distributed.leave()
     except KeyboardInterrupt:
         sys.exit(130)
-    except TrainlabError as error:
-        print(f"trainlab: error: rank {world.rank}: {error}", file=sys.stderr)
-        sys.exit(2)
     except Exception as error:  # noqa: BLE001 - one line, as for rank 0
-        print(f"trainlab: error: rank {world.rank}: {explain(error)[0]}", file=sys.stderr)
-        sys.exit(1)
+        message, status = one_line(error)
+        print(f"trainlab: error: rank {world.rank}: {message}", file=sys.stderr)
+        sys.exit(status)
 
 
 def single_run_folder(name: str, args: list[str], argv: list[str], cwd: Path, now: datetime) -> tuple[list[str], str]:

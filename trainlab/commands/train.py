@@ -240,6 +240,7 @@ def train_run(cfg, run_dir: Path, picked: dict) -> Any:
             final={k: v for k, v in fit.history[-1].items() if k != "epoch"},
             time={"train_s": fit.train_seconds, "eval_s": fit.eval_seconds + test_seconds,
                   "total_s": time.perf_counter() - started},
+            train_samples=fit.samples_seen,  # over all ranks: each trained on its part of every batch
             train_samples_per_s=fit.samples_seen / max(fit.train_seconds, 1e-9), steps=trainer.step,
             skipped_batches=trainer.skipped,
         )
