@@ -20,7 +20,7 @@ from trainlab.optim import build_schedule, lr_curve
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 SPE, EPOCHS, LR = 10, 12, 0.1  # steps per epoch, epochs, base learning rate
 TOTAL = SPE * EPOCHS
-SCHEDULES = ["constant", "cosine", "cosine_restarts", "cyclic", "exponential", "inverse_sqrt", "inverse_time",
+SCHEDULES = ["constant", "cosine", "cosine_restarts", "cyclic", "exponential", "ganin", "inverse_sqrt", "inverse_time",
              "linear", "multistep", "onecycle", "plateau", "step"]
 PRESETS = {"warmup_linear": "linear"}  # a schedule with its own values: the default experiment's
 
@@ -142,6 +142,14 @@ def test_inverse_time():
     assert lrs[2 * SPE] == pytest.approx(LR / 2)  # 1 + 0.5 * 2
 
 
+def test_ganin():
+    """DANN's annealing: lr / (1 + 10 p)^0.75 over progress p = step / total steps (Ganin et al. 2016)."""
+    lrs = curve("ganin")
+    for s in (0, 1, SPE, TOTAL // 2, TOTAL - 1):
+        assert lrs[s] == pytest.approx(LR / (1 + 10 * s / TOTAL) ** 0.75)
+    assert lrs[TOTAL // 2] == pytest.approx(LR / 6 ** 0.75)
+
+
 def test_inverse_sqrt():
     lrs = curve("inverse_sqrt", t0_epochs=2)
     for s in (0, 3, SPE, 6 * SPE, TOTAL - 1):
@@ -232,6 +240,7 @@ MAIN = {  # the main schedule's lr t steps after it starts, over `steps` steps
     "exponential": ({"k": 0.2}, lambda t, steps: LR * math.exp(-0.2 * t / SPE)),
     "inverse_time": ({"k": 0.5}, lambda t, steps: LR / (1 + 0.5 * t / SPE)),
     "inverse_sqrt": ({"t0_epochs": 1}, lambda t, steps: LR / math.sqrt(1 + t / SPE)),
+    "ganin": ({"alpha": 10.0, "beta": 0.75}, lambda t, steps: LR / (1 + 10 * t / steps) ** 0.75),
     "linear": ({"end_factor": 0.0}, lambda t, steps: LR * (1 - t / steps)),
     "cosine": ({"min_lr": 0.0}, lambda t, steps: LR * (1 + math.cos(math.pi * t / steps)) / 2),
     "cosine_restarts": ({"cycle_epochs": 3, "cycle_mult": 1},

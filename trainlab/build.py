@@ -59,6 +59,7 @@ class Experiment:
     transfer: dict
     notices: list[str] = field(default_factory=list)
     channels_last: bool = False
+    adaptation: Optional[Any] = None    # trainlab.adaptation.dann.DANN with adaptation=dann
 
     @property
     def runtime(self) -> dict:
@@ -126,7 +127,8 @@ def build_experiment(cfg: DictConfig, *, resuming: bool = False) -> Experiment:
     channels_last = resolve_channels_last(trainer.channels_last, device)
     data = loaders(cfg, device, channels_last)
     if world.active:  # each rank its part of every batch (the model starts alike: DDP broadcasts rank 0's)
-        for loader in (data.train, data.val, data.test):
+        targets = (data.target.train, data.target.test) if data.target is not None else ()
+        for loader in (data.train, data.val, data.test, *targets):
             loader.shard(world.rank, world.size, cfg.seed)
     model = to_device(build_model(cfg.model, data.input_shape, data.num_classes), device, channels_last)
     init_report = initialize_weights(model, cfg, data.train)
@@ -137,6 +139,7 @@ def build_experiment(cfg: DictConfig, *, resuming: bool = False) -> Experiment:
     optimizer = build_optimizer(cfg.optimizer, model)
     # the schedule counts optimizer steps: one per `accumulate` micro-batches, the last partial group included
     steps_per_epoch = math.ceil(len(data.train) / trainer.accumulate)
+    adaptation = build_adaptation(cfg, model, data, optimizer, steps_per_epoch * trainer.epochs, channels_last)
     scheduler = schedule(cfg, optimizer, steps_per_epoch)
     amp_dtype, notices = resolve_amp(trainer.amp, trainer.amp_dtype, device)
     forward, compile_notices = compile_model(model, resolve_compile(trainer.compile, device))
@@ -145,7 +148,35 @@ def build_experiment(cfg: DictConfig, *, resuming: bool = False) -> Experiment:
                       penalty=build_penalty(model, trainer.l1, trainer.l2),
                       tta_views=build_views(**cfg.tta) if cfg.get("tta") else None, params=params,
                       init_report=init_report, transfer=transfer, notices=notices + compile_notices,
-                      channels_last=channels_last)
+                      channels_last=channels_last, adaptation=adaptation)
+
+
+def domain_classifier(cfg: DictConfig, model: nn.Module):
+    """adaptation=dann's domain classifier for `model`'s features (the input of its head)."""
+    from trainlab.adaptation.dann import DomainClassifier, feature_width
+
+    try:
+        width = feature_width(model)
+    except ValueError as error:
+        raise ConfigError(f"adaptation=dann with model={cfg.model.get('name', '?')}: {error}; use a model with a "
+                          "feature extractor and a linear head (cnn, resnet*, wrn, vgg, torchvision)") from None
+    settings = cfg.adaptation
+    return DomainClassifier(width, list(settings.hidden), settings.dropout)
+
+
+def build_adaptation(cfg: DictConfig, model: nn.Module, data: DataBundle, optimizer, total_steps: int,
+                     channels_last: bool):
+    """adaptation=dann: its domain classifier (trained by the run's optimizer, in a parameter group of its own,
+    `domain_classifier`) and the step that feeds it; None for adaptation=none."""
+    settings = cfg.get("adaptation")
+    if settings is None or settings.method != "dann":
+        return None
+    from trainlab.adaptation.dann import DANN
+
+    classifier = domain_classifier(cfg, model).to(next(model.parameters()).device)
+    optimizer.add_param_group({"params": list(classifier.parameters()), "name": "domain_classifier"})
+    return DANN(model, classifier, data.target.train, total_steps, weight=settings.weight,
+                lambda_schedule=settings.lambda_schedule, gamma=settings.gamma, lambda_max=settings.lambda_max)
 
 
 def build_callbacks(cfg: DictConfig, run: RunInfo) -> dict[str, Callback]:
@@ -183,6 +214,10 @@ def data_parallel(experiment: Experiment) -> Optional[nn.Module]:
     from torch.nn.parallel import DistributedDataParallel
 
     model = experiment.model
+    if experiment.adaptation is not None:  # DDP all-reduces the domain classifier's gradients too
+        from trainlab.adaptation.dann import Adversarial
+
+        model = Adversarial(model, experiment.adaptation.classifier)
     if experiment.cfg.trainer.get("sync_bn"):
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)  # keeps the same parameters: the optimizer's
     cuda = experiment.device.type == "cuda"
@@ -199,7 +234,8 @@ def build_trainer(experiment: Experiment, callbacks: dict[str, Callback]) -> Tra
                    amp_dtype=experiment.amp_dtype, log_every=trainer.log_every, monitor=experiment.monitor,
                    forward=experiment.forward, mix=experiment.data.mix, penalty=experiment.penalty,
                    callbacks=callbacks, checkpoint_every_steps=trainer.checkpoint_every_steps,
-                   world=distributed.current(), train_forward=data_parallel(experiment))
+                   world=distributed.current(), train_forward=data_parallel(experiment),
+                   adaptation=experiment.adaptation)
 
 
 # ---------------------------------------------------------------- the check before anything is touched
@@ -292,6 +328,27 @@ def check_devices(trainer: DictConfig, device: torch.device) -> None:
                           "trainer.sync_bn=false (each process normalises over its part of the batch)")
 
 
+def check_domain(cfg: DictConfig, shape: DatasetShape) -> DatasetShape:
+    """The target domain's keys and files, and the one image shape both domains take (ConfigError naming both
+    when they cannot share one: channel counts other than grey/RGB, different numbers of classes)."""
+    from dataclasses import replace
+
+    from trainlab.data.target import DomainSettings, common_shape, domain_name, domain_shape, in_domain
+
+    settings = DomainSettings.from_cfg(cfg.domain)
+    target_shape, target_classes, _ = domain_shape(cfg.domain)
+    try:
+        check_files(cfg.domain.data)
+    except ConfigError as error:
+        raise in_domain(error) from None
+    folders = "imagefolder" in (cfg.dataset.name, cfg.domain.data.name)  # class counts known once scanned
+    if not folders and target_classes != shape.num_classes:
+        raise ConfigError(f"dataset={cfg.dataset.name} has {shape.num_classes} classes but domain.data="
+                          f"{cfg.domain.data.name} has {target_classes}: the two domains must share one label set")
+    common = common_shape(shape.input_shape, target_shape, settings, cfg.dataset.name, domain_name(cfg.domain))
+    return replace(shape, input_shape=common)
+
+
 def check(cfg: DictConfig) -> DictConfig:
     """Dry-build every piece of a schema-validated config (see the module note); raise ConfigError naming
     the key of the first piece that cannot be built. Reads no dataset file and writes nothing."""
@@ -299,9 +356,14 @@ def check(cfg: DictConfig) -> DictConfig:
     check_devices(cfg.trainer, device)
     shape = describe(cfg.dataset)
     check_files(cfg.dataset)
+    if cfg.get("domain") is not None:
+        shape = check_domain(cfg, shape)
     activation, params = model_activation(cfg)
     check_init(cfg.init, activation, params)
     model = dry_model(cfg, shape)
+    if cfg.get("adaptation") is not None and cfg.adaptation.method == "dann":
+        with torch.device("meta"):
+            domain_classifier(cfg, model)
     check_memory(model, device)
     optimizer = build_optimizer(cfg.optimizer, model)
     schedule(cfg, optimizer, estimated_steps_per_epoch(cfg, shape))

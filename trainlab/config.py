@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass, field, fields
 from typing import Any, Callable, Optional
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from trainlab.checks import KeyProblem, bad
@@ -227,7 +227,52 @@ def validate(cfg: DictConfig) -> DictConfig:
     ops = checked.augmentation.get("ops")
     if ops is not None and not isinstance(ops, DictConfig):
         raise ConfigError("augmentation.ops: must be a mapping of op name -> op config (a named dict)")
+    if checked.get("domain") is not None:
+        data = checked.domain.get("data") if isinstance(checked.domain, DictConfig) else None
+        if not isinstance(data, DictConfig):
+            raise ConfigError("domain.data: missing; a domain names its dataset section, e.g. domain=fashion_mnist_m")
+        checked.domain.data = _typed(DatasetSchema, data, "domain.data", allow_extra=True)
+        _check(checked.domain.data, "domain.data", {"train_size": DATASET_RULES["train_size"]})
+    checked.adaptation = check_adaptation(checked.get("adaptation"), checked.get("domain") is not None)
     return checked
+
+
+ADAPTATION_METHODS = ("none", "dann")
+DANN_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "hidden": (lambda v: isinstance(v, (list, ListConfig)) and all(
+        isinstance(w, int) and not isinstance(w, bool) and w >= 1 for w in v), "a list of whole numbers >= 1 (may be empty)"),
+    "dropout": (lambda v: isinstance(v, (int, float)) and 0.0 <= v < 1.0, "a number in [0, 1)"),
+    "weight": (lambda v: isinstance(v, (int, float)) and math.isfinite(v) and v > 0, "a number > 0"),
+    "lambda_schedule": (lambda v: v in ("ganin", "constant"), "ganin or constant"),
+    "gamma": (lambda v: isinstance(v, (int, float)) and math.isfinite(v) and v >= 0, "a number >= 0"),
+    "lambda_max": (lambda v: isinstance(v, (int, float)) and math.isfinite(v) and v >= 0, "a number >= 0"),
+}
+
+
+def check_adaptation(adaptation: Any, has_domain: bool) -> DictConfig:
+    """The `adaptation` group: none, or dann with its keys (dann needs a target domain)."""
+    if adaptation is None:
+        return OmegaConf.create({"method": "none"})
+    method = adaptation.get("method") if isinstance(adaptation, DictConfig) else None
+    if method not in ADAPTATION_METHODS:
+        raise bad("adaptation.method", method, "unknown method",
+                  f"use adaptation={' or adaptation='.join(ADAPTATION_METHODS)}")
+    known = {"method"} | (set(DANN_RULES) if method == "dann" else set())
+    extra = sorted(set(adaptation) - known)
+    if extra:
+        raise ConfigError(f"adaptation.{extra[0]}: unknown key for adaptation={method}; known keys: "
+                          f"{', '.join(sorted(known))}")
+    if method == "dann":
+        missing = sorted(set(DANN_RULES) - set(adaptation))
+        if missing:
+            raise ConfigError(f"adaptation.{missing[0]}: missing; adaptation=dann sets it "
+                              "(configs/adaptation/dann.yaml)")
+        plain = OmegaConf.create(OmegaConf.to_container(adaptation))
+        _check(plain, "adaptation", DANN_RULES)
+        if not has_domain:
+            raise ConfigError("adaptation=dann: needs a target domain to adapt to; add e.g. domain=fashion_mnist_m "
+                              "(options in configs/domain/)")
+    return adaptation
 
 
 def check_data_parallel(trainer: DictConfig, callbacks: Any) -> None:

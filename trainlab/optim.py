@@ -208,6 +208,16 @@ def inverse_sqrt_schedule(optimizer: Optimizer, *, steps_per_epoch: int, total_s
     return sched.LambdaLR(optimizer, lambda step: 1.0 / math.sqrt(1.0 + step / t0))
 
 
+def ganin_schedule(optimizer: Optimizer, *, steps_per_epoch: int, total_steps: int, alpha: float = 10.0,
+                   beta: float = 0.75) -> sched.LRScheduler:
+    """DANN's annealing (Ganin et al. 2016): lr(p) = lr / (1 + alpha p)^beta over training progress p in [0, 1]
+    (LambdaLR: torch has no such class)."""
+    from trainlab.adaptation.reversal import ganin_lr_factor
+
+    alpha, beta, total = _non_negative("alpha", alpha), _non_negative("beta", beta), max(1, total_steps)
+    return sched.LambdaLR(optimizer, lambda step: ganin_lr_factor(min(step, total) / total, alpha, beta))
+
+
 def linear_schedule(optimizer: Optimizer, *, steps_per_epoch: int, total_steps: int,
                     end_factor: float = 0.0) -> sched.LRScheduler:
     """lr(t) = lr * (1 + (end_factor - 1) t / T): straight from lr to lr * end_factor at the end (LinearLR)."""

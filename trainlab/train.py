@@ -114,6 +114,7 @@ class Trainer:
         checkpoint_every_steps: Optional[int] = None,
         world: World = SINGLE,
         train_forward: Optional[Callable] = None,
+        adaptation=None,
     ):
         self.model = model
         self.forward = forward or model  # e.g. torch.compile(model); state dicts always come from `model`
@@ -121,6 +122,9 @@ class Trainer:
         # gradients in backward); evaluation and diagnostics call `forward`, which starts no collective
         self.train_forward = train_forward or self.forward
         self.world = world
+        # domain adaptation (trainlab.adaptation.dann.DANN): a target batch joins each source batch, and the
+        # domain classifier's loss joins the objective
+        self.adaptation = adaptation
         self._rank_rng: Optional[list] = None  # every rank's random streams, gathered where last.pt may be written
         self.optimizer = optimizer
         self.scheduler = scheduler
@@ -249,6 +253,7 @@ class Trainer:
         every = self.checkpoint_every_steps
         world = self.world
         weigh = world.active and hasattr(loader, "global_batch")  # an uneven split of a last partial batch
+        adapt = self.adaptation
         for index, (images, labels) in enumerate(loader, start=start):
             position = index % k
             group = min(k, batches - (index - position))  # micro-batches in this optimizer step
@@ -259,11 +264,16 @@ class Trainer:
                 labels = targets.argmax(dim=1)  # train/acc counts the dominant label of a mixed sample
             if position == 0:
                 self.optimizer.zero_grad(set_to_none=True)
+            sources = images.shape[0]
+            if adapt is not None:
+                images = adapt.join(images, self.step)
             # DDP: gradients are all-reduced once per optimizer step, not per micro-batch (a forward inside
             # no_sync() makes its backward skip the all-reduce)
             syncing = contextlib.nullcontext() if stepping or not world.active else self.train_forward.no_sync()
             with syncing, autocast(self.device, self.amp_dtype):
                 logits = self.train_forward(images)
+                if adapt is not None:
+                    logits, domain_loss = adapt.split(logits)
                 loss = F.cross_entropy(logits, targets, label_smoothing=smoothing)
             if self.settings.skip_nonfinite and not bool(torch.isfinite(loss.detach()).all()):  # syncs: opt-in
                 self.skipped += 1
@@ -273,9 +283,15 @@ class Trainer:
                     raise self.diverged(loss.item(), images, targets, seen=f"{in_a_row} batches in a row up to")
                 continue
             in_a_row = 0
-            objective = loss / group if group > 1 else loss
-            if weigh:  # DDP averages the ranks' gradients: weigh each by its share of the global batch
-                objective = objective * (labels.shape[0] * world.size / loader.global_batch(index))
+            objective = loss
+            if adapt is not None:  # (domain_loss: a mean over both halves, as the label loss is over the source)
+                share = images.shape[0] * world.size / (  # this rank's source and target images of the step's
+                    loader.global_batch(index) + adapt.target_loader.batch_size) if weigh else 1.0
+                label_share = sources * world.size / loader.global_batch(index) if weigh else 1.0
+                objective = loss * label_share + domain_loss * share
+            elif weigh:  # DDP averages the ranks' gradients: weigh each by its share of the global batch
+                objective = objective * (sources * world.size / loader.global_batch(index))
+            objective = objective / group if group > 1 else objective
             penalty = None
             if self.penalty is not None and stepping:  # once per optimizer step, on the weights
                 penalty = self.penalty()
@@ -302,12 +318,14 @@ class Trainer:
             agreed_stop = False
             if logging:
                 window = window_loss / window_batches
+                extra = adapt.window(self.step) if adapt is not None else {}
                 if world.active:  # the ranks' mean, and whether any rank was asked to stop: all stop together
-                    shared = world.sum(torch.stack([window.float(), torch.tensor(
-                        float(self.stop_signal is not None), device=self.device)]))
+                    stop = torch.tensor(float(self.stop_signal is not None), device=self.device)
+                    shared = world.sum(torch.stack([window.float(), stop, *(v.float() for v in extra.values())]))
                     window, agreed_stop = shared[0] / world.size, bool(shared[1] > 0)
+                    extra = dict(zip(extra, shared[2:] / world.size))
                 scalars = self._read_window(window, grad_norm,
-                                            window_penalty / window_steps if self.penalty is not None else None)
+                                            window_penalty / window_steps if self.penalty is not None else None, extra)
                 if not math.isfinite(scalars["train/loss"]):
                     raise self.diverged(scalars["train/loss"], images, targets)
                 scalars.update(lrs_used)
@@ -345,15 +363,18 @@ class Trainer:
         a collective, so called where every rank is (epoch ends, save points)."""
         if self.world.active:
             own = {"torch": torch.get_rng_state(), **loader_rng(loader)}
+            if self.adaptation is not None:
+                own["target"] = self.adaptation.target_loader.rng_state()
             if torch.cuda.is_available():
                 own["cuda"] = torch.cuda.get_rng_state_all()
             self._rank_rng = self.world.gather(own)
 
     @staticmethod
-    def _read_window(loss: torch.Tensor, grad_norm: Optional[torch.Tensor],
-                     penalty: Optional[torch.Tensor]) -> dict[str, float]:
-        """The window's device-side values read in one transfer (the only host sync of the step loop)."""
-        names, values = ["train/loss"], [loss]
+    def _read_window(loss: torch.Tensor, grad_norm: Optional[torch.Tensor], penalty: Optional[torch.Tensor],
+                     extra: Optional[dict] = None) -> dict[str, float]:
+        """The window's device-side values read in one transfer (the only host sync of the step loop); `extra`:
+        more named device values (domain adaptation's)."""
+        names, values = ["train/loss", *(extra or {})], [loss, *(extra or {}).values()]
         if grad_norm is not None:
             names.append("train/grad_norm")
             values.append(grad_norm)
@@ -390,6 +411,8 @@ class Trainer:
             state["rng"]["cuda"] = torch.cuda.get_rng_state_all()
         if self.scaler is not None:
             state["scaler"] = self.scaler.state_dict()
+        if self.adaptation is not None:
+            state["adaptation"] = self.adaptation.state_dict()
         if progress is not None:
             state["progress"] = {**progress, "order": progress["order"].cpu() if progress["order"] is not None
                                  else None}
@@ -405,6 +428,11 @@ class Trainer:
         rng = payload["rng"]
         if "ranks" in rng:  # a data-parallel run: this rank's own streams
             rng = rng["ranks"][self.world.rank]
+        if self.adaptation is not None:
+            adaptation = dict(payload["adaptation"])
+            if "target" in rng:
+                adaptation["rng"] = rng["target"]
+            self.adaptation.load_state_dict(adaptation)
         torch.set_rng_state(rng["torch"].cpu())
         if "loader" in rng:
             set_loader_rng(train_loader, rng)

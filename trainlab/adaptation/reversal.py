@@ -15,18 +15,23 @@ from torch import nn
 
 class _ReverseGradient(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, features: torch.Tensor, weight: float) -> torch.Tensor:
-        ctx.weight = weight
+    def forward(ctx, features: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(weight)
         return features.view_as(features)  # a new tensor node: its backward is ours
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
-        return grad.neg() * ctx.weight, None
+        (weight,) = ctx.saved_tensors
+        return grad * -weight.to(grad.dtype), None
 
 
-def reverse_gradient(features: torch.Tensor, weight: float = 1.0) -> torch.Tensor:
-    """`features` unchanged; in backward the gradient flowing into them is multiplied by -weight."""
-    return _ReverseGradient.apply(features, float(weight))
+def reverse_gradient(features: torch.Tensor, weight: float | torch.Tensor = 1.0) -> torch.Tensor:
+    """`features` unchanged; in backward the gradient flowing into them is multiplied by -weight. A tensor
+    weight (0-dim, on the features' device) may change every step without a host sync, and without
+    torch.compile recompiling (it would guard on a Python float)."""
+    if not torch.is_tensor(weight):
+        weight = torch.tensor(float(weight), device=features.device)
+    return _ReverseGradient.apply(features, weight)
 
 
 class GradientReversal(nn.Module):

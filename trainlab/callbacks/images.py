@@ -81,10 +81,17 @@ class Images(Callback):
     order = 36
     resume_free = ("*",)
 
-    def __init__(self, augmented_batch: int = 32, confusion: str = "end"):
+    def __init__(self, augmented_batch: int = 32, confusion: str = "end", features: int = 500,
+                 features_projection: str = "auto"):
+        from trainlab.adaptation.features import PROJECTIONS
+
         self.augmented_batch = require("augmented_batch", augmented_batch, lambda v: is_int(v) and v >= 0,
                                        "a whole number >= 0 (0: no grid of the augmented batch)")
         self.confusion = require("confusion", confusion, lambda v: v in CONFUSION_WHEN, " | ".join(CONFUSION_WHEN))
+        self.features = require("features", features, lambda v: is_int(v) and v >= 0,
+                                "a whole number >= 0 (test images per domain in the feature picture; 0: none)")
+        self.features_projection = require("features_projection", features_projection, lambda v: v in PROJECTIONS,
+                                           " | ".join(PROJECTIONS))
         self.board = None
 
     def on_fit_start(self, trainer, start_epoch: int) -> None:
@@ -118,11 +125,34 @@ class Images(Callback):
             self._confusion(trainer, trainer.val_loader, "val", trainer.step)
 
     def on_test_end(self, trainer, summary: dict) -> None:
-        if self.confusion == "never" or self.run.data is None:
+        if self.run.data is None:
+            return
+        if self.confusion == "never":
+            self._features(trainer)
             return
         self._confusion(trainer, self.run.data.val, "val", trainer.step,  # the weights tested: best.pt's
                         self.run.val_confusion)
         self._confusion(trainer, self.run.data.test, "test", trainer.step, self.run.test_confusion)
+        self._features(trainer)
+
+    def _features(self, trainer) -> None:
+        """With a target domain: features.png, the source and target test features in 2-D (the tested weights)."""
+        data = self.run.data
+        if not self.features or data is None or data.target is None:
+            return
+        from trainlab.adaptation.features import features_figure, head_inputs, panel
+
+        source, target = (head_inputs(trainer.model, loader, trainer.device, trainer.amp_dtype, self.features)
+                          for loader in (data.test, data.target.test))
+        method = (self.run.config.get("adaptation") or {}).get("method", "none")
+        title = "DANN" if method == "dann" else "source only"
+        figure = features_figure([panel(title, source, target, self.features_projection)],
+                                 self.run.config["dataset"]["name"], data.target.name)
+        pixels = rendered(figure)
+        if self.run.run_dir is not None:
+            save_png(pixels, self.run.run_dir / "features.png")
+        if self.writer is not None:
+            self.writer.add_image("adaptation/features", pixels, trainer.step, dataformats="HWC")
 
 
 def confusion_matrix_of(trainer, loader, num_classes: int) -> torch.Tensor:

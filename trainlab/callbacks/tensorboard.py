@@ -81,7 +81,7 @@ class TensorBoard(Callback):
                 self.close()
 
     def on_test_end(self, trainer, summary: dict) -> None:
-        for split in ("test", "test_tta"):
+        for split in ("test", "test_tta", "target_test", "target_test_tta"):
             self.scalars({f"{split}/{name}": value for name, value in (summary.get(split) or {}).items()},
                          trainer.step)
         if self.hparams and self.writer is not None:
@@ -159,4 +159,6 @@ def hparams(config: dict, summary: dict, keys: list[str] = ()) -> tuple[dict, di
     metrics = {f"hparam/best_{best['metric'].replace('/', '_')}": best["value"]}
     if summary.get("test") is not None:
         metrics.update({"hparam/test_acc": summary["test"]["acc"], "hparam/test_loss": summary["test"]["loss"]})
+    if summary.get("target_test") is not None:  # domain adaptation: the score on the target domain
+        metrics["hparam/target_test_acc"] = summary["target_test"]["acc"]
     return values, metrics

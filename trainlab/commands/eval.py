@@ -42,9 +42,9 @@ from pathlib import Path
 from typing import Any, Optional
 
 CONFIG = "eval"
-SPLITS = ("test", "val")
+SPLITS = ("test", "val", "target")  # target: the target domain's test split (a run with domain=...)
 TRAINER_KEYS = ("device", "eval_batch_size", "amp", "amp_dtype", "channels_last", "threads")  # how, not what, is scored
-OWN_KEYS = ("checkpoint", "split", "trust")
+OWN_KEYS = ("checkpoint", "split", "trust", "compare")
 GROUPS = ("dataset", "tta")  # sections the command line may choose or change
 DELETED = "<deleted>"  # a key the command line removed (~key)
 TABLE_CLASSES = 20  # confusion matrices up to this many classes are printed as a table too
@@ -236,7 +236,7 @@ def check(cfg, context) -> None:
 
     split = cfg.get("split", "test")
     if split not in SPLITS:
-        raise bad("split", split, "must be test or val")
+        raise bad("split", split, "must be test, val or target (a domain-adaptation run's target test split)")
     trust = cfg.get("trust")
     if trust is not None and not (isinstance(trust, str) or all(isinstance(t, str) for t in trust)):
         raise bad("trust", trust, "must be a list of _target_ names, e.g. trust=[my_package.MyNet]")
@@ -245,6 +245,14 @@ def check(cfg, context) -> None:
     given = command_line(cfg, context)
     refuse_others(given, "eval", GROUPS, OWN_KEYS)
     effective, _ = checked_member(cfg, path, f"checkpoint={value}", given, OWN_KEYS)
+    if split == "target" and effective.get("domain") is None:
+        raise bad("split", split, f"checkpoint={value} was trained without a target domain",
+                  "use split=test or val (split=target scores runs trained with domain=...)")
+    if cfg.get("compare") is not None:
+        if split != "target":
+            raise bad("compare", cfg.compare, "draws its features beside the checkpoint's on split=target only",
+                      "add split=target")
+        checked_member(cfg, checkpoint_file(cfg.compare, "compare"), f"compare={cfg.compare}", given, OWN_KEYS)
     with open_dict(cfg):  # the runner's dry build and run() see what eval will build (module note)
         for key in list(cfg.keys()):
             del cfg[key]
@@ -268,7 +276,10 @@ class Rebuilt:
 
     def loader(self, split: str):
         """The split's loader, normalized with this checkpoint's preprocessing."""
-        loader = copy.copy(self.data.val if split == "val" else self.data.test)
+        if split == "target":
+            loader = copy.copy(self.data.target.test)
+        else:
+            loader = copy.copy(self.data.val if split == "val" else self.data.test)
         loader.normalize = self.preprocess
         return loader
 
@@ -375,9 +386,10 @@ def logged_figures(path: Path, payload: dict, split: str, effective: dict) -> di
     except (OSError, ValueError):
         return found
     if summary.get("tested_weights") == "best":
-        found["plain"] = summary.get("test")
+        name = "target_test" if split == "target" else "test"
+        found["plain"] = summary.get(name)
         if effective.get("tta") == saved.get("tta"):
-            found["tta"] = summary.get("test_tta")
+            found["tta"] = summary.get(f"{name}_tta")
     return found
 
 
@@ -493,9 +505,41 @@ def run(cfg, run_dir: Path) -> dict:
     (run_dir / "eval.json").write_text(json.dumps(report, indent=2) + "\n")
     png = write_figure(counts, classes, f"{split} confusion ({Path(cfg.checkpoint).name})",
                        run_dir / f"confusion_{split}.png")
+    written = [run_dir / "eval.json", png]
+    if split == "target":
+        written.append(features_picture(cfg, rebuilt, run_dir))
     print_report(report)
-    print(f"wrote {run_dir / 'eval.json'} and {png}")
+    print(f"wrote {', '.join(map(str, written))}")
     return report
+
+
+def features_picture(cfg, rebuilt: Rebuilt, run_dir: Path) -> Path:
+    """features.png: the source and target test images' features in 2-D, the checkpoint's (and, with compare=,
+    another run's beside it, e.g. the source-only baseline's), as the runs' own pictures draw them."""
+    from omegaconf import OmegaConf
+
+    from trainlab.adaptation.features import features_figure, head_inputs, panel
+    from trainlab.callbacks.images import rendered, save_png
+
+    def panel_of(model, title: str):
+        source, target = (head_inputs(model, rebuilt.loader(split), rebuilt.device, rebuilt.amp_dtype, 500)
+                          for split in ("test", "target"))
+        return panel(title, source, target)
+
+    def title_of(config, name) -> str:
+        method = (config.get("adaptation") or {}).get("method", "none")
+        return f"{'DANN' if method == 'dann' else 'source only'}: {Path(str(name)).name}"
+
+    panels = [panel_of(rebuilt.model, title_of(OmegaConf.to_container(cfg), cfg.checkpoint))]
+    if cfg.get("compare") is not None:
+        given = Given(groups={}, keys={})
+        source = f"compare={cfg.compare}"
+        effective, payload = checked_member(cfg, checkpoint_file(cfg.compare, "compare"), source, given, OWN_KEYS)
+        other = rebuild(effective, payload, source, shared=rebuilt)
+        panels.insert(0, panel_of(other.model, title_of(payload["config"], cfg.compare)))
+    path = run_dir / "features.png"
+    save_png(rendered(features_figure(panels, cfg.dataset.name, rebuilt.data.target.name)), path)
+    return path
 
 
 def count_views(views, input_shape) -> int:

@@ -12,7 +12,8 @@ from typing import Any
 CONFIG = "train"
 
 # The groups whose chosen option a run reports (console header, summary.json, HParams).
-REPORTED_GROUPS = ("dataset", "preprocess", "augmentation", "model", "init", "optimizer", "schedule", "trainer")
+REPORTED_GROUPS = ("dataset", "preprocess", "augmentation", "model", "init", "optimizer", "schedule", "trainer",
+                   "domain", "adaptation")
 
 
 def check(cfg, context) -> None:
@@ -124,6 +125,11 @@ def test_best_weights(trainer, experiment, run) -> dict:
     results = {"test": scored}
     if experiment.tta_views is not None:  # the same weights, scored again with test-time augmentation
         results["test_tta"] = trainer.evaluate(test_loader.with_views(experiment.tta_views))
+    target = experiment.data.target
+    if target is not None:  # the first use of any target label: scoring, after training and selection
+        results["target_test"] = trainer.evaluate(target.test)
+        if experiment.tta_views is not None:
+            results["target_test_tta"] = trainer.evaluate(target.test.with_views(experiment.tta_views))
     return results
 
 
@@ -208,6 +214,10 @@ def train_run(cfg, run_dir: Path, picked: dict) -> Any:
         "runtime": experiment.runtime, "notices": list(experiment.notices),
         "devices": world.size,
     }
+    if data.target is not None:
+        summary["adaptation"] = {"method": cfg.adaptation.method, "domain": data.target.name,
+                                 "target_train_size": data.target.train.num_samples,
+                                 "target_test_size": data.target.test.num_samples}
     run = RunInfo(run_dir=run_dir if world.main else None, monitor=experiment.monitor, mode=trainer_cfg.mode,
                   config=plain_cfg, summary=summary, input_shape=data.input_shape, notices=experiment.notices, data=data,
                   checkpoint_extra={"preprocess": data.preprocess.state_dict(), "config": plain_cfg,

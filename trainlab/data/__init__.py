@@ -33,6 +33,7 @@ class DataBundle:
     input_shape: tuple[int, int, int]
     classes: list[str]
     train_sample: Optional[torch.Tensor] = None  # streamed: the decoded sample the statistics came from
+    target: Optional["TargetData"] = None         # domain adaptation: the target domain's loaders
 
     def training_images(self) -> torch.Tensor:
         """uint8 training images: the whole split when it is in memory, else the decoded sample."""
@@ -41,6 +42,17 @@ class DataBundle:
     @property
     def num_classes(self) -> int:
         return len(self.classes)
+
+
+@dataclass
+class TargetData:
+    """The target domain's loaders: `train` yields its images with labels of -1 (they were never loaded: see
+    trainlab/data/target.py), `test` its labelled test split; both normalized as the source is."""
+
+    name: str
+    train: DeviceLoader
+    test: DeviceLoader
+    classes: list[str]
 
 
 def build_preprocess(preprocess_cfg, train_images, device: torch.device) -> Preprocessor:
@@ -82,6 +94,9 @@ STATS_SAMPLES = 2048  # images decoded to fit preprocessing and data-driven ops 
 def build_data(cfg, device: torch.device, seed: int, channels_last: bool = False) -> DataBundle:
     """Load the dataset named in cfg.dataset, split it, move it to `device` and wrap it in loaders."""
     dataset = load_dataset(cfg.dataset)
+    target = None
+    if cfg.get("domain") is not None:
+        dataset, target = load_domains(cfg, dataset)
     if isinstance(dataset, StreamedDataset):
         return build_streamed(cfg, dataset, device, seed, channels_last)
     train_x, train_y, val_x, val_y = split_train_val(dataset, cfg.dataset.val_size, cfg.dataset.train_size, seed,
@@ -96,6 +111,18 @@ def build_data(cfg, device: torch.device, seed: int, channels_last: bool = False
     common = dict(normalize=preprocess, channels_last=channels_last)
     trainer = cfg.trainer
     eval_batch = resolve_eval_batch_size(trainer.eval_batch_size, device, dataset.input_shape)
+    if target is not None:
+        test_labels = target.test_labels.to(device, non_blocking=True)
+        target_train = target.train_images.to(device, non_blocking=True)
+        # labels of -1: there are none, and a loss fed one by mistake fails (cross_entropy refuses -1)
+        unlabelled = torch.full((target_train.shape[0],), -1, dtype=torch.long, device=device)
+        target = TargetData(
+            target.name,
+            # a full batch per step (drop_last): each step sees as many target images as source ones
+            train=DeviceLoader(target_train, unlabelled, trainer.batch_size, augment=augment if len(augment) else None,
+                               shuffle=True, drop_last=True, seed=seed + 2, **common),
+            test=DeviceLoader(target.test_images.to(device, non_blocking=True), test_labels, eval_batch, **common),
+            classes=target.classes)
     return DataBundle(
         train=DeviceLoader(train_x, train_y, trainer.batch_size, augment=augment if len(augment) else None,
                            shuffle=True, drop_last=trainer.drop_last, seed=seed + 1, **common),
@@ -106,7 +133,26 @@ def build_data(cfg, device: torch.device, seed: int, channels_last: bool = False
         mix=build_mix(cfg.augmentation.get("mix"), dataset.num_classes),
         input_shape=dataset.input_shape,
         classes=dataset.classes,
+        target=target,
     )
+
+
+def load_domains(cfg, dataset):
+    """The source dataset and the target domain (cfg.domain), both in one image shape (target.common_shape)."""
+    from dataclasses import replace
+
+    from trainlab.data.target import DomainSettings, common_shape, conform, conform_dataset, domain_name, load_target
+
+    if isinstance(dataset, StreamedDataset):
+        raise ConfigError(f"dataset={cfg.dataset.name}: too large for memory (it would stream); domain adaptation "
+                          "keeps both domains in memory: raise dataset.max_memory_mb or use fewer images")
+    target = load_target(cfg.domain, cfg.dataset.name, dataset.classes)
+    name = domain_name(cfg.domain)
+    shape = common_shape(dataset.input_shape, tuple(target.train_images.shape[1:]), DomainSettings.from_cfg(cfg.domain),
+                         cfg.dataset.name, name)
+    target = replace(target, name=name, train_images=conform(target.train_images, shape),
+                     test_images=conform(target.test_images, shape))
+    return conform_dataset(dataset, shape), target
 
 
 def build_streamed(cfg, dataset: StreamedDataset, device: torch.device, seed: int, channels_last: bool) -> DataBundle:

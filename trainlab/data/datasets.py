@@ -24,7 +24,8 @@ import torch
 
 from trainlab.errors import ConfigError, DataNotFoundError
 
-DATASET_NAMES = ("fashion_mnist", "mnist", "cifar10", "cifar100", "svhn", "imagefolder", "synthetic", "gaussian")
+DATASET_NAMES = ("fashion_mnist", "mnist", "mnist_m", "cifar10", "cifar100", "svhn", "imagefolder", "synthetic",
+                 "gaussian")
 
 SYSTEM_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 FASHION_MNIST_CLASSES = [
@@ -407,6 +408,10 @@ def load_dataset(cfg):
         return load_fashion_mnist(cfg.root, cfg.download, cfg.get("system_root"))
     if name == "mnist":
         return load_mnist(cfg.root, cfg.download)
+    if name == "mnist_m":
+        from trainlab.data.mnist_m import load_mnist_m
+
+        return load_mnist_m(cfg.root)
     if name in CIFAR_LAYOUTS:
         return load_cifar(name, cfg.root, cfg.download, cfg.get("label_mode", "fine"))
     if name == "svhn":
@@ -435,6 +440,11 @@ def check_files(cfg) -> None:
         folders = _mnist_family_folders(root, family.torchvision_name, Path(system) if system else None)
         if _mnist_family_paths(folders) is None and not download:
             raise _not_found(family.title, folders, download, family.how_to_get)
+    elif name == "mnist_m":
+        from trainlab.data import mnist_m
+
+        if mnist_m.find(root) is None:
+            raise mnist_m.not_found(root)
     elif name in CIFAR_LAYOUTS:
         layout = CIFAR_LAYOUTS[name]
         folders = [root / layout.folder, root]
@@ -468,6 +478,7 @@ def gaussian_only() -> ConfigError:
 
 
 KNOWN_SHAPES = {"fashion_mnist": ((1, 28, 28), 10, 60000), "mnist": ((1, 28, 28), 10, 60000),
+                "mnist_m": ((3, 28, 28), 10, 59001),
                 "cifar10": ((3, 32, 32), 10, 50000), "svhn": ((3, 32, 32), 10, 73257)}
 
 

@@ -106,6 +106,10 @@ class ConsoleReporter:
             table.add_row(f"test {name}", format_metric(name, (summary["test"] or {}).get(name)))
         if "test_tta" in summary:
             table.add_row("test acc with TTA", format_metric("acc", summary["test_tta"]["acc"]))
+        if "target_test" in summary:  # domain adaptation: the target domain's test split
+            adaptation = summary.get("adaptation") or {}
+            table.add_row(f"target test acc ({adaptation.get('domain', 'target')})",
+                          format_metric("acc", summary["target_test"]["acc"]))
         table.add_row("epochs run", f"{summary['epochs_run']}/{summary['epochs']}")
         table.add_row("train time", f"{summary['time']['train_s']:.1f} s")
         table.add_row("samples/s (train)", f"{summary['train_samples_per_s']:,.0f}")
