@@ -222,3 +222,26 @@ def test_mnist_m_reads_ganins_archive_layout_and_the_torch_files(tmp_path):
         load_mnist_m(tmp_path / "archive")
     with pytest.raises(DataNotFoundError, match=r"MNIST-M not found \(looked in .*nowhere/mnist_m"):
         load_mnist_m(tmp_path / "nowhere")
+
+
+@pytest.mark.parametrize("name", ["cnn", "resnet20", "wrn", "vgg", "mlp", "airbench"])
+def test_every_model_with_a_linear_head_gives_dann_its_features(name):
+    """The domain classifier reads the head's input: as wide as the head's in_features, with the model's output
+    unchanged by the hook while DANN is not joined (evaluation)."""
+    from trainlab.adaptation.dann import DANN, DomainClassifier, feature_width
+    from trainlab.config import load_option
+    from trainlab.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model(load_option("model", name), (3, 32, 32), 10).eval()
+    images = torch.rand(4, 3, 32, 32)
+    with torch.no_grad():
+        before = model(images)
+    width = feature_width(model)
+    loader = type("Loader", (), {"batch_size": 4})()
+    dann = DANN(model, DomainClassifier(width, [8]), loader, total_steps=10)
+    with torch.no_grad():
+        assert torch.equal(model(images), before) and dann._domain_logits is None
+        dann._sources, dann._armed = 2, True
+        model(images)
+    assert dann._domain_logits.shape == (4,)

@@ -176,3 +176,23 @@ def test_a_killed_dann_run_resumed_ends_as_if_left_alone(tmp_path):
     assert ours.keys() == reference.keys() and any(k.startswith("domain.") for k in ours)
     for key, tensor in reference.items():
         assert torch.equal(ours[key], tensor), key
+
+
+def test_eval_scores_the_target_split_and_draws_the_baseline_beside_dann(tmp_path):
+    write_target(tmp_path / "target", np.arange(160) % 10)
+    quick = [*SYNTHETIC_DANN, "domain.data.root=target", "trainer.epochs=1"]
+    without_domain = [key for key in quick if not key.startswith("domain")] + ["~domain", "adaptation=none"]
+    for name, args in (("dann", quick), ("none", [*quick, "adaptation=none"]), ("plain", without_domain)):
+        result = run_trainlab(["train", *args, f"hydra.run.dir=runs/{name}"], tmp_path)
+        assert result.returncode == 0, result.stderr[-2000:]
+    result = run_trainlab(["eval", "checkpoint=runs/dann", "split=target", "compare=runs/none",
+                           "hydra.run.dir=evaluated"], tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads((tmp_path / "evaluated" / "eval.json").read_text())
+    assert report["split"] == "target" and report["samples"] == 40
+    assert report["acc"] == pytest.approx(summary_of(tmp_path / "runs" / "dann")["target_test"]["acc"], abs=1e-6)
+    assert report["logged"]["plain"]["acc"] == pytest.approx(report["acc"], abs=1e-6)
+    assert (tmp_path / "evaluated" / "features.png").stat().st_size > 10_000
+    refused = run_trainlab(["eval", "checkpoint=runs/plain", "split=target"], tmp_path)
+    assert refused.returncode != 0 and "was trained without a target domain" in refused.stderr
+    assert "Traceback" not in refused.stderr
