@@ -157,5 +157,6 @@ def test_experiments_still_set_values_of_the_shared_blocks():
 
 def test_the_fragments_are_not_options_of_the_groups():
     fragments = {p.stem for p in SHARED.glob("*.yaml")}
-    assert fragments == {"optimizer_trainlab_keys", "model_transfer_keys", "augmentation_crop", "augmentation_flip"}
+    assert fragments == {"optimizer_trainlab_keys", "model_transfer_keys", "augmentation_crop", "augmentation_flip",
+                         "domain_keys"}
     assert not fragments & (set(OPTIMIZERS) | set(MODELS) | set(PRESETS))

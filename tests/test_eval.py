@@ -187,7 +187,7 @@ def test_keys_eval_takes_from_the_checkpoint_are_refused(tmp_path, capsys):
     assert line.startswith("trainlab: error: trainer.epochs=9: eval takes this from the checkpoint's own config")
     assert "trainer.{device," in line
     assert refusal(capsys, "eval", where, "optimizer.lr=0.5").startswith("trainlab: error: optimizer.lr=0.5:")
-    assert "split='train': must be test or val" in refusal(capsys, "eval", where, "split=train")
+    assert "split='train': must be test, val or target" in refusal(capsys, "eval", where, "split=train")
     assert "checkpoint=null: must name" in refusal(capsys, "eval")
     assert "no such file or folder" in refusal(capsys, "eval", f"checkpoint={tmp_path / 'nowhere'}")
 
