@@ -82,8 +82,8 @@ class DANN:
         self._armed = False        # the next forward is a training step's: compute the domain logits
         self._domain_logits: Optional[torch.Tensor] = None
         self._sources = 0
-        self._sums: Optional[torch.Tensor] = None  # [loss on source, loss on target, correct, samples] per window
-        self._windows = 0
+        self._sums: Optional[torch.Tensor] = None  # the log window's [loss on source, loss on target, correct]
+        self._steps = self._samples = 0            # joined forward passes and domain-classified images in it
         self._continuing = False
         self.hook = model.head.register_forward_pre_hook(self._features)
 
@@ -133,12 +133,11 @@ class DANN:
         is_target = torch.zeros_like(domain)
         is_target[n:] = 1.0
         losses = F.binary_cross_entropy_with_logits(domain, is_target, reduction="none")
-        with torch.no_grad():
-            sums = torch.stack([losses[:n].mean(), losses[n:].mean(),
-                                ((domain > 0).float() == is_target).sum(), torch.tensor(float(domain.numel()),
-                                                                                  device=domain.device)])
+        with torch.no_grad():  # device-side sums (no tensor made from a host value: on CUDA that copy would block)
+            sums = torch.stack([losses[:n].mean(), losses[n:].mean(), ((domain > 0).float() == is_target).sum()])
             self._sums = sums if self._sums is None else self._sums + sums
-            self._windows += 1
+            self._steps += 1
+            self._samples += domain.shape[0]
         return logits[:n], self.weight * losses.mean()
 
     def window(self, step: int) -> dict[str, torch.Tensor]:
@@ -147,10 +146,10 @@ class DANN:
         0.5: features it cannot tell apart) and domain/lambda."""
         if self._sums is None:
             return {}
-        sums, windows = self._sums, self._windows
-        self._sums, self._windows = None, 0
-        return {"domain/loss_source": sums[0] / windows, "domain/loss_target": sums[1] / windows,
-                "domain/acc": sums[2] / sums[3],
+        sums, steps, samples = self._sums, self._steps, self._samples
+        self._sums, self._steps, self._samples = None, 0, 0
+        return {"domain/loss_source": sums[0] / steps, "domain/loss_target": sums[1] / steps,
+                "domain/acc": sums[2] / samples,
                 "domain/lambda": torch.tensor(self.lambda_at(step), device=sums.device)}
 
     # ------------------------------------------------------------ resumable state
