@@ -196,3 +196,14 @@ def test_eval_scores_the_target_split_and_draws_the_baseline_beside_dann(tmp_pat
     refused = run_trainlab(["eval", "checkpoint=runs/plain", "split=target"], tmp_path)
     assert refused.returncode != 0 and "was trained without a target domain" in refused.stderr
     assert "Traceback" not in refused.stderr
+
+
+def test_a_diverging_dann_run_stops_with_the_divergence_message(tmp_path):
+    """A NaN loss in a DANN run ends as a divergence, with its one line and summary.json. (Here the weights go
+    non-finite first, so the report's replay of the source batch, done when only the loss is, is not reached.)"""
+    write_target(tmp_path / "target", np.arange(160) % 10)
+    result = run_trainlab(["train", *SYNTHETIC_DANN, "domain.data.root=target", "optimizer.lr=1e8",
+                           "hydra.run.dir=run"], tmp_path)
+    assert result.returncode != 0
+    assert "train/loss became" in result.stderr and "Traceback" not in result.stderr, result.stderr[-1500:]
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["status"] == "diverged"

@@ -264,7 +264,7 @@ class Trainer:
                 labels = targets.argmax(dim=1)  # train/acc counts the dominant label of a mixed sample
             if position == 0:
                 self.optimizer.zero_grad(set_to_none=True)
-            sources = images.shape[0]
+            sources, source_images = images.shape[0], images  # (the diverged() report replays the source batch)
             if adapt is not None:
                 images = adapt.join(images, self.step)
             # DDP: gradients are all-reduced once per optimizer step, not per micro-batch (a forward inside
@@ -280,17 +280,17 @@ class Trainer:
                 in_a_row += 1
                 self.optimizer.zero_grad(set_to_none=True)  # this batch's group contributes nothing
                 if in_a_row >= SKIPPED_IN_A_ROW:
-                    raise self.diverged(loss.item(), images, targets, seen=f"{in_a_row} batches in a row up to")
+                    raise self.diverged(loss.item(), source_images, targets,
+                                        seen=f"{in_a_row} batches in a row up to")
                 continue
             in_a_row = 0
             objective = loss
-            if adapt is not None:  # (domain_loss: a mean over both halves, as the label loss is over the source)
-                share = images.shape[0] * world.size / (  # this rank's source and target images of the step's
-                    loader.global_batch(index) + adapt.target_loader.batch_size) if weigh else 1.0
-                label_share = sources * world.size / loader.global_batch(index) if weigh else 1.0
-                objective = loss * label_share + domain_loss * share
-            elif weigh:  # DDP averages the ranks' gradients: weigh each by its share of the global batch
+            if weigh:  # DDP averages the ranks' gradients: weigh each by its share of the global batch
                 objective = objective * (sources * world.size / loader.global_batch(index))
+            if adapt is not None:  # a mean over both halves: weighed by this rank's share of the step's images
+                share = images.shape[0] * world.size / (loader.global_batch(index) + adapt.target_loader.batch_size) \
+                    if weigh else 1.0
+                objective = objective + domain_loss * share
             objective = objective / group if group > 1 else objective
             penalty = None
             if self.penalty is not None and stepping:  # once per optimizer step, on the weights
@@ -327,7 +327,7 @@ class Trainer:
                 scalars = self._read_window(window, grad_norm,
                                             window_penalty / window_steps if self.penalty is not None else None, extra)
                 if not math.isfinite(scalars["train/loss"]):
-                    raise self.diverged(scalars["train/loss"], images, targets)
+                    raise self.diverged(scalars["train/loss"], source_images, targets)
                 scalars.update(lrs_used)
                 if self.settings.skip_nonfinite:
                     scalars["train/skipped"] = float(self.skipped)
